@@ -1,0 +1,37 @@
+# make demo / make test bootstrap a fresh machine: .venv, the package with [dev], Graphviz's dot.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bootstrap dot gallery bench clean
+
+bootstrap: $(STAMP) dot
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's graphviz provides `dot`; install it when missing (CI runs as root).
+dot:
+	@command -v dot >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+	@dot -V
+
+demo: bootstrap
+	$(BIN)/python examples/demo.py
+
+test: bootstrap
+	$(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests
+
+gallery: bootstrap
+	$(BIN)/python examples/gallery.py
+
+bench: bootstrap
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,22 @@
+"""The Backend protocol: an array namespace plus optional faster kernels by op name."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+
+class Backend(Protocol):
+    name: str
+    #: the array namespace the registry's kernels are written against (numpy or cupy)
+    xp: Any
+    #: op name -> kernel(xp, *arrays, **attrs) that replaces the registry's for this backend
+    kernels: dict[str, Callable]
+
+    def asarray(self, a, dtype=None) -> Any:
+        """Move a host array to this backend (once, before a run)."""
+
+    def to_numpy(self, a) -> Any:
+        """Bring a result back to the host as a NumPy array."""
+
+    def synchronize(self) -> None:
+        """Wait for queued work (timing)."""

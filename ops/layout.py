@@ -1,0 +1,235 @@
+"""Ops that move data without arithmetic: reshape, transpose, concat, split, slice,
+broadcast_to, gather (embedding lookup), one_hot, positions."""
+
+from __future__ import annotations
+
+from tgraph.ops.registry import OpDef, register_op
+from tgraph.errors import ShapeError
+from tgraph.shapes import INT_DTYPES, broadcast, dim_div, fmt_shape, norm_axis, shape_size
+from tgraph.types import TensorType
+
+
+class Movement(OpDef):
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return 0
+
+
+@register_op
+class Reshape(Movement):
+    """Same elements, new shape; one dim may be -1, dims may be symbols such as "B"."""
+
+    name = "reshape"
+    signature = "reshape(x, shape=[B, T, 8, 64]) -> x with that shape"
+    shape_attrs = ("shape",)
+
+    def infer(self, types, shape):
+        (t,) = types
+        known = [d for d in shape if d != -1]
+        if len(known) < len(shape) - 1:
+            raise ShapeError("reshape allows at most one -1")
+        total = shape_size(t.shape)
+        if len(known) < len(shape):
+            rest = dim_div(total, shape_size(known))
+            if rest is None:
+                raise ShapeError(f"cannot reshape {fmt_shape(t.shape)} to {list(shape)}")
+            shape = [rest if d == -1 else d for d in shape]
+        out = t.with_shape(shape)
+        if shape_size(out.shape) != total:
+            raise ShapeError(f"cannot reshape {fmt_shape(t.shape)} ({total} elements) to "
+                             f"{fmt_shape(out.shape)}")
+        return out
+
+    def kernel(self, xp, x, shape):
+        return xp.reshape(x, shape)
+
+    def label(self, shape):
+        return "Reshape"
+
+
+@register_op
+class Transpose(Movement):
+    """Permute axes."""
+
+    name = "transpose"
+    signature = "transpose(x, perm=[0, 2, 1, 3]) -> permuted x"
+
+    def infer(self, types, perm):
+        (t,) = types
+        if sorted(perm) != list(range(t.rank)):
+            raise ShapeError(f"transpose perm {list(perm)} is not a permutation of rank {t.rank}")
+        return t.with_shape([t.shape[p] for p in perm])
+
+    def kernel(self, xp, x, perm):
+        return xp.transpose(x, perm)
+
+    def label(self, perm):
+        return f"Transpose {tuple(perm)}"
+
+
+@register_op
+class Concat(Movement):
+    """Join inputs along an axis."""
+
+    name = "concat"
+    signature = "concat(*xs, axis) -> joined"
+
+    def infer(self, types, axis):
+        first = types[0]
+        ax = norm_axis(axis, first.rank)
+        total = 0
+        for t in types:
+            if t.dtype != first.dtype or t.rank != first.rank or any(
+                    a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != ax):
+                raise ShapeError(f"concat on axis {axis}: {first} and {t} do not fit")
+            if not isinstance(t.shape[ax], int):
+                raise ShapeError(f"concat axis {axis} must have int sizes, got {t.shape[ax]}")
+            total += t.shape[ax]
+        return first.with_shape([total if i == ax else d for i, d in enumerate(first.shape)])
+
+    def kernel(self, xp, *xs, axis):
+        return xp.concatenate(xs, axis=axis)
+
+    def label(self, axis):
+        return f"Concat (axis {axis})"
+
+
+@register_op
+class Split(Movement):
+    """Cut along an axis into pieces of the given int sizes; one output per piece."""
+
+    name = "split"
+    signature = "split(x, axis, sizes=[64, 64]) -> pieces"
+
+    def infer(self, types, axis, sizes):
+        (t,) = types
+        ax = norm_axis(axis, t.rank)
+        if sum(sizes) != t.shape[ax]:
+            raise ShapeError(f"split sizes {list(sizes)} do not add up to dim {t.shape[ax]} "
+                             f"of {fmt_shape(t.shape)}")
+        return [t.with_shape([s if i == ax else d for i, d in enumerate(t.shape)]) for s in sizes]
+
+    def kernel(self, xp, x, axis, sizes):
+        cuts, acc = [], 0
+        for s in sizes[:-1]:
+            acc += s
+            cuts.append(acc)
+        return tuple(xp.split(x, cuts, axis=axis))
+
+    def label(self, axis, sizes):
+        return f"Split (axis {axis}) {list(sizes)}"
+
+
+@register_op
+class Slice(Movement):
+    """x[start:stop] along one axis (int bounds, stop may be None for the end)."""
+
+    name = "slice"
+    signature = "slice(x, axis, start, stop=None) -> part"
+
+    def infer(self, types, axis, start, stop=None):
+        (t,) = types
+        ax = norm_axis(axis, t.rank)
+        d = t.shape[ax]
+        if isinstance(d, int):
+            size = len(range(d)[start:stop])
+        elif start == 0 and stop is None:
+            size = d
+        elif 0 <= start and stop is not None and stop >= 0:
+            size = stop - start
+        else:
+            raise ShapeError(f"slice [{start}:{stop}] of symbolic dim {d} needs non-negative "
+                             "int bounds")
+        if size == 0 or (isinstance(size, int) and size < 0):
+            raise ShapeError(f"slice [{start}:{stop}] of dim {d} is empty")
+        return t.with_shape([size if i == ax else s for i, s in enumerate(t.shape)])
+
+    def kernel(self, xp, x, axis, start, stop=None):
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, stop)
+        return x[tuple(idx)]
+
+    def label(self, axis, start, stop=None):
+        return f"Slice axis {axis} [{start}:{'' if stop is None else stop}]"
+
+
+@register_op
+class BroadcastTo(Movement):
+    """Broadcast to a shape (dims may be symbols)."""
+
+    name = "broadcast_to"
+    signature = "broadcast_to(x, shape) -> x broadcast"
+    shape_attrs = ("shape",)
+
+    def infer(self, types, shape):
+        (t,) = types
+        out = broadcast(t.shape, shape)
+        if out is None or tuple(out) != t.with_shape(shape).shape:
+            raise ShapeError(f"cannot broadcast {fmt_shape(t.shape)} to {list(shape)}")
+        return t.with_shape(shape)
+
+    def kernel(self, xp, x, shape):
+        return xp.broadcast_to(x, shape)
+
+    def label(self, shape):
+        return "Broadcast"
+
+
+@register_op
+class Gather(Movement):
+    """Rows of a table picked by integer indices: the embedding lookup."""
+
+    name = "gather"
+    signature = "gather(table[V, D], idx: int[...]) -> [..., D]"
+
+    def infer(self, types, **attrs):
+        table, idx = types
+        if idx.dtype not in INT_DTYPES:
+            raise ShapeError(f"gather indices must be int, got {idx.dtype}")
+        if table.rank < 1:
+            raise ShapeError("gather table must have rank ≥ 1")
+        return table.with_shape((*idx.shape, *table.shape[1:]))
+
+    def kernel(self, xp, table, idx):
+        return xp.take(table, idx, axis=0)
+
+    def label(self, **attrs):
+        return "Embedding lookup"
+
+
+@register_op
+class OneHot(Movement):
+    """Integer indices to one-hot vectors of length depth."""
+
+    name = "one_hot"
+    signature = 'one_hot(idx: int[...], depth, dtype="float32") -> [..., depth]'
+
+    def infer(self, types, depth, dtype="float32"):
+        (idx,) = types
+        if idx.dtype not in INT_DTYPES:
+            raise ShapeError(f"one_hot indices must be int, got {idx.dtype}")
+        return TensorType(dtype, (*idx.shape, depth))
+
+    def kernel(self, xp, idx, depth, dtype="float32"):
+        return (idx[..., None] == xp.arange(depth)).astype(dtype)
+
+    def label(self, depth, dtype="float32"):
+        return f"One-hot ({depth})"
+
+
+@register_op
+class Positions(Movement):
+    """0, 1, …, n−1 where n is x's size along an axis: positions computed from a shape,
+    so no max_len table or T×T constant has to be shared across layers."""
+
+    name = "positions"
+    signature = 'positions(x, axis, dtype="float32") -> [x.shape[axis]]'
+
+    def infer(self, types, axis, dtype="float32"):
+        (t,) = types
+        return TensorType(dtype, (t.shape[norm_axis(axis, t.rank)],))
+
+    def kernel(self, xp, x, axis, dtype="float32"):
+        return xp.arange(x.shape[axis], dtype=dtype)
+
+    def label(self, axis, dtype="float32"):
+        return f"Positions (axis {axis})"

@@ -1,0 +1,65 @@
+"""The mask op: fill attention scores where a mask says "do not look".
+
+Causal and local-window masks are computed from the scores' own shape inside the
+kernel, so no T×T constant exists in the graph to be shared (and drawn) across layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tgraph.ops.elementwise import broadcast_types, need_float
+from tgraph.ops.registry import OpDef, register_op
+from tgraph.errors import ShapeError
+
+
+def keep_pattern(xp, t: int, s: int, causal: bool, window: int):
+    """bool[T, S], True where query i may look at key j (queries aligned to the last keys)."""
+    i = xp.arange(t)[:, None] + (s - t)
+    j = xp.arange(s)[None, :]
+    keep = xp.ones((t, s), dtype=bool)
+    if causal:
+        keep &= j <= i
+    if window:
+        keep &= abs(j - i) <= window
+    return keep
+
+
+@register_op
+class Mask(OpDef):
+    """scores[..., T, S] with `fill` (default −inf) where masked: by an optional bool `keep`
+    input (True = look, broadcast to the scores: padding masks), by `causal` (no looking
+    ahead) and by `window` r > 0 (only keys within r positions)."""
+
+    name = "mask"
+    signature = 'mask(scores[..., T, S], keep: bool?=None, causal=False, window=0, fill="-inf")'
+
+    def infer(self, types, causal=False, window=0, fill="-inf"):
+        x = need_float(types[0], self.name)
+        float(fill)
+        if x.rank < 2:
+            raise ShapeError("mask needs scores of rank ≥ 2 ([..., T, S])")
+        if len(types) > 2:
+            raise ShapeError("mask takes the scores and at most one keep mask")
+        if len(types) == 2:
+            if types[1].dtype != "bool":
+                raise ShapeError(f"mask keep input must be bool, got {types[1].dtype}")
+            out = broadcast_types([types[1].with_dtype(x.dtype), x], self.name)
+            if out.shape != x.shape:
+                raise ShapeError("mask keep input must broadcast to the scores' shape")
+        if not (causal or window or len(types) == 2):
+            raise ShapeError("mask needs causal=True, window>0 or a keep input")
+        return x
+
+    def kernel(self, xp, x, keep=None, causal=False, window=0, fill="-inf"):
+        if causal or window:
+            pattern = keep_pattern(xp, x.shape[-2], x.shape[-1], causal, window)
+            keep = pattern if keep is None else keep & pattern
+        return xp.where(keep, x, x.dtype.type(float(fill)))
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return math.prod(out_shapes[0])
+
+    def label(self, causal=False, window=0, fill="-inf"):
+        kinds = (["causal"] if causal else []) + ([f"window ±{window}"] if window else [])
+        return f"Mask ({', '.join(kinds) or 'padding'})"

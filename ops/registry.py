@@ -1,0 +1,107 @@
+"""The one op registry: a name maps to one OpDef holding everything about the op.
+
+Built-in ops and user plugins register through the same door::
+
+    @register_op
+    class Swish(OpDef):
+        name = "swish"
+        def infer(self, types, **attrs): return types[0]
+        def kernel(self, xp, x, **attrs): return x / (1 + xp.exp(-x))
+        def vjp(self, node, grads): ...   # emits graph ops, see tgraph/autodiff.py
+
+Kernels are written against an array namespace ``xp`` (NumPy or CuPy), so one kernel
+serves both backends; a backend may still register a faster kernel for an op by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from tgraph.errors import NoGradientError, TGraphError, UnknownOpError
+from tgraph.types import TensorType
+
+
+class OpDef:
+    """Subclass, set ``name``, and implement ``infer`` and ``kernel``; the rest is optional."""
+
+    name: str = ""
+    #: attrs that hold shapes which may contain symbolic dims; the executor binds them
+    #: to ints before calling the kernel.
+    shape_attrs: tuple[str, ...] = ()
+    #: human-readable signature for ``tgraph ops``.
+    signature: str = ""
+    #: what the op is, one line (defaults to the class docstring's first line).
+    doc: str = ""
+    #: the module that registered the op (set by register_op).
+    source: str = ""
+
+    def infer(self, types: Sequence[TensorType], **attrs) -> TensorType | Sequence[TensorType]:
+        raise NotImplementedError
+
+    def kernel(self, xp, *arrays, **attrs) -> Any:
+        raise NotImplementedError
+
+    def vjp(self, node, grads: list) -> list:
+        """Cotangents for each input given cotangents of the outputs (None = zero).
+
+        Written with graph ops on ``node``'s graph, so the backward pass is a graph too.
+        """
+        raise NoGradientError(
+            f"op {self.name!r} has no gradient rule (VJP); a gradient must flow through "
+            f"{node.where()}")
+
+    has_vjp = property(lambda self: type(self).vjp is not OpDef.vjp)
+
+    def flops(self, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple], **attrs) -> int:
+        """Floating-point operations for concrete shapes; default one per output element."""
+        return sum(math.prod(s) for s in out_shapes)
+
+    def label(self, **attrs) -> str:
+        """The text a diagram puts in this op's box."""
+        return self.name
+
+    def describe(self) -> str:
+        text = (self.doc or type(self).__doc__ or "").strip()
+        return text.splitlines()[0] if text else ""
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register_op(cls=None, *, override: bool = False):
+    """Class decorator adding an OpDef subclass (or instance) to the registry.
+
+    A second op with a taken name is refused unless ``override=True`` says so.
+    """
+
+    def add(c):
+        inst = c() if isinstance(c, type) else c
+        if not inst.name:
+            raise TGraphError(f"{c!r} has no op name")
+        if inst.name in _REGISTRY and not override:
+            raise TGraphError(
+                f"op {inst.name!r} is already registered (by {_REGISTRY[inst.name].source}); "
+                "pass override=True to replace it")
+        inst.source = inst.source or getattr(c, "__module__", "?")
+        _REGISTRY[inst.name] = inst
+        return c
+
+    return add(cls) if cls is not None else add
+
+
+def unregister_op(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownOpError(
+            f"unknown op {name!r}: not a built-in op and no loaded plugin registers it "
+            "(load its plugin with --plugin MODULE_OR_PATH or TGRAPH_PLUGINS)") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    return dict(sorted(_REGISTRY.items()))

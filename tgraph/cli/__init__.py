@@ -1,0 +1,18 @@
+"""The tgraph command line: thin; each command calls the Python API."""
+
+from __future__ import annotations
+
+import click
+
+from tgraph.cli.common import Group
+from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tgraph")
+def main():
+    """tgraph: build, render, run, differentiate and compile Transformer graphs."""
+
+
+for command in (ops_cmd, info_cmd, run_cmd):
+    main.add_command(command)

@@ -1,0 +1,112 @@
+"""Core commands: ops, info, run."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import click
+import numpy as np
+
+from tgraph.cli.common import (backend_option, dim_option, echo_json, graph_source,
+                               json_option, load_feeds, output_option, parse_dims,
+                               plugin_option, weights_option)
+
+
+@click.command("ops")
+@json_option
+@plugin_option
+def ops_cmd(as_json):
+    """List registered ops with their signatures.
+
+    Example: tgraph ops --json
+    """
+    from tgraph.ops import all_ops
+
+    rows = [{"name": n, "signature": d.signature or f"{n}(...)", "doc": d.describe(),
+             "vjp": d.has_vjp, "source": d.source} for n, d in all_ops().items()]
+    if as_json:
+        return echo_json(rows)
+    width = max(len(r["signature"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['signature']:<{width}}  {r['doc']}")
+
+
+def graph_summary(graph, dims) -> dict:
+    from tgraph.execute import default_dims, graph_flops
+
+    env = {**default_dims(graph), **dims}
+    return {
+        "name": graph.name,
+        "nodes": len(graph.nodes),
+        "inputs": {v.name: str(v.type) for v in graph.inputs},
+        "outputs": {k: str(v.type) for k, v in graph.outputs.items()},
+        "params": len(graph.params),
+        "param_count": graph.param_count(),
+        "flops": graph_flops(graph, env),
+        "dims": env,
+        "ops": dict(Counter(n.op for n in graph.nodes).most_common()),
+    }
+
+
+@click.command("info")
+@graph_source
+@dim_option
+@json_option
+def info_cmd(graph, dims, as_json):
+    """Nodes, op histogram, parameter count and FLOPs of a graph or model.
+
+    Example: tgraph info gpt --preset tiny --dim B=1 --dim T=64
+    """
+    s = graph_summary(graph, parse_dims(dims))
+    if as_json:
+        return echo_json(s)
+    click.echo(f"graph {s['name']}: {s['nodes']} nodes, {s['params']} parameter tensors, "
+               f"{s['param_count']:,} parameters")
+    click.echo(f"inputs:  {', '.join(f'{k} {t}' for k, t in s['inputs'].items())}")
+    click.echo(f"outputs: {', '.join(f'{k} {t}' for k, t in s['outputs'].items())}")
+    dims_text = ", ".join(f"{k}={v}" for k, v in s["dims"].items()) or "no symbolic dims"
+    click.echo(f"FLOPs:   {s['flops']:,} ({dims_text})")
+    click.echo("ops:     " + ", ".join(f"{k} {v}" for k, v in s["ops"].items()))
+
+
+@click.command("run")
+@graph_source
+@weights_option
+@click.option("--feed", "feeds", multiple=True, metavar="NAME=FILE.npy",
+              help="Input array from a .npy file (repeatable).")
+@click.option("--random", "random_", is_flag=True,
+              help="Make valid random feeds (and weights, if none given) from the types.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --random.")
+@dim_option
+@backend_option
+@output_option
+def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
+    """Execute a graph and print (or save with -o) its outputs.
+
+    Example: tgraph run graph.json --weights w.npz --feed x=x.npy -o out.npz
+    """
+    from tgraph.errors import TGraphError
+    from tgraph.execute import Executable
+    from tgraph.feeds import random_feeds
+    from tgraph.io import load_weights, save_weights
+    from tgraph.params import init_params
+
+    dims = parse_dims(dims)
+    given = load_feeds(feeds)
+    if random_:
+        given = {**random_feeds(graph, dims, seed), **given}
+    if weights:
+        params = load_weights(weights, graph)
+    elif random_ or not graph.params:
+        params = init_params(graph, seed)
+    else:
+        raise TGraphError("the graph has parameters: give --weights W.npz (or --random)")
+    ex = Executable(graph, backend)
+    out = ex.run(given, params, dims)
+    if output:
+        save_weights(out, output)
+        click.echo(f"wrote {len(out)} output(s) to {output}")
+    for k, a in out.items():
+        stats = (f"mean {float(np.mean(a)):.6g} std {float(np.std(a)):.6g}"
+                 if a.dtype.kind == "f" and a.size else "")
+        click.echo(f"{k}: {a.dtype}{list(a.shape)} {stats}".rstrip())

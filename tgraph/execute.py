@@ -1,0 +1,227 @@
+"""The one executor: compile a graph once into a schedule, then run it with feeds.
+
+A schedule is a list of steps (kernel, input slots, output slots, slots to free after the
+step). Slots hold arrays in a flat list; an intermediate's slot is cleared right after its
+last use, so a forward pass holds only what is still needed. Symbolic dims (``B``, ``T``)
+are bound from the feeds on each run; attrs that carry shapes are bound then too.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from tgraph.errors import FeedError, ShapeError
+from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
+from tgraph.shapes import eval_shape, fmt_shape
+
+_KIND = {"f": "float", "i": "int", "u": "int", "b": "bool"}
+
+
+@dataclass
+class Step:
+    node: Node
+    kernel: Callable
+    ins: tuple[int, ...]
+    outs: tuple[int, ...]
+    free: tuple[int, ...]
+    symbolic: bool  # has shape attrs with symbols, bound per run
+
+
+class Executable:
+    """A graph compiled for one backend. Call ``run(feeds, params)``."""
+
+    def __init__(self, graph: Graph, backend: Any = "numpy", check: bool = False):
+        from tgraph.backends import get_backend
+        from tgraph.ops.registry import get_op
+
+        self.graph = graph.validate()
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.check = check
+        slot: dict = {}
+        for v in graph.values():
+            slot[v] = len(slot)
+        self.slot = slot
+        self.n_slots = len(slot)
+        keep = {slot[v] for v in graph.outputs.values()}
+        last_use: dict[int, int] = {}
+        for i, n in enumerate(graph.nodes):
+            for v in n.inputs:
+                last_use[slot[v]] = i
+            for v in n.outputs:  # an output nothing reads dies at once
+                last_use.setdefault(slot[v], i)
+        leaves = {slot[v] for v in (*graph.inputs, *graph.params, *graph.consts)}
+        free_at: dict[int, list[int]] = {}
+        for s, i in last_use.items():
+            if s not in keep and s not in leaves:
+                free_at.setdefault(i, []).append(s)
+        self.steps: list[Step] = []
+        for i, n in enumerate(graph.nodes):
+            opdef = get_op(n.op)
+            kernel = self.backend.kernels.get(n.op) or opdef.kernel
+            symbolic = any(isinstance(d, str) for k in opdef.shape_attrs
+                           for d in (n.attrs.get(k) or ()))
+            self.steps.append(Step(
+                n, kernel if symbolic else functools.partial(kernel, self.backend.xp, **n.attrs),
+                tuple(slot[v] for v in n.inputs), tuple(slot[v] for v in n.outputs),
+                tuple(sorted(free_at.get(i, ()))), symbolic))
+        self._bound: dict[tuple, list[Callable]] = {}
+        self._consts = {slot[c]: self.backend.asarray(c.data) for c in graph.consts}
+
+    # ----- binding -----------------------------------------------------------
+    def bind_dims(self, arrays: Mapping[str, Any], dims: Mapping[str, int] | None = None):
+        """Symbol -> int from the feeds' shapes; rejects a feed that disagrees."""
+        env = dict(dims or {})
+        for v in self.graph.inputs:
+            shape = arrays[v.name].shape
+            if len(shape) != v.type.rank:
+                raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}, but the graph "
+                                f"expects rank {v.type.rank}: {fmt_shape(v.shape)}")
+            for d, n in zip(v.shape, shape):
+                if isinstance(d, str) and d.isidentifier():
+                    if env.setdefault(d, n) != n:
+                        raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}: dim {d} "
+                                        f"is {n} here but {env[d]} elsewhere")
+        for v in self.graph.inputs:
+            try:
+                want = eval_shape(v.shape, env)
+            except KeyError as e:
+                raise FeedError(f"symbol {e.args[0]} of {v.name!r} is not bound") from None
+            if want != tuple(arrays[v.name].shape):
+                raise FeedError(f"feed {v.name!r} has shape {fmt_shape(arrays[v.name].shape)}, "
+                                f"expected {fmt_shape(want)} (from {fmt_shape(v.shape)} with "
+                                f"{_fmt_env(env)})")
+        return env
+
+    def _kernels_for(self, env: dict) -> list[Callable]:
+        key = tuple(sorted(env.items()))
+        if key not in self._bound:
+            from tgraph.ops.registry import get_op
+
+            xp = self.backend.xp
+            fns = []
+            for st in self.steps:
+                if not st.symbolic:
+                    fns.append(st.kernel)
+                    continue
+                attrs = dict(st.node.attrs)
+                for k in get_op(st.node.op).shape_attrs:
+                    attrs[k] = list(eval_shape(attrs[k], env))
+                fns.append(functools.partial(st.kernel, xp, **attrs))
+            self._bound[key] = fns
+        return self._bound[key]
+
+    # ----- running -----------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+            dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Outputs as NumPy arrays, by output name."""
+        out = self.run_device(feeds, params, dims)
+        return {k: self.backend.to_numpy(a) for k, a in out.items()}
+
+    def run_device(self, feeds=None, params=None, dims=None) -> dict[str, Any]:
+        """Like run, but outputs stay on the backend's device."""
+        feeds, params = dict(feeds or {}), dict(params or {})
+        g, be = self.graph, self.backend
+        for v in g.inputs:
+            if v.name not in feeds:
+                raise FeedError(f"missing feed for graph input {v.name!r} ({v.type})")
+            feeds[v.name] = _conform(feeds[v.name], v, "feed")
+        for v in g.params:
+            if v.name not in params:
+                raise FeedError(f"weights are missing parameter {v.name!r} ({v.type})")
+            params[v.name] = _conform(params[v.name], v, "parameter")
+            if tuple(params[v.name].shape) != v.shape:
+                raise FeedError(f"parameter {v.name!r} has shape "
+                                f"{fmt_shape(params[v.name].shape)}, expected {fmt_shape(v.shape)}")
+        env = self.bind_dims(feeds, dims)
+        buf: list[Any] = [None] * self.n_slots
+        for v in g.inputs:
+            buf[self.slot[v]] = be.asarray(feeds[v.name])
+        for v in g.params:
+            buf[self.slot[v]] = be.asarray(params[v.name])
+        for s, a in self._consts.items():
+            buf[s] = a
+        for st, fn in zip(self.steps, self._kernels_for(env)):
+            res = fn(*[buf[i] for i in st.ins])
+            if len(st.outs) == 1:
+                buf[st.outs[0]] = res
+            else:
+                for s, r in zip(st.outs, res):
+                    buf[s] = r
+            if self.check:
+                self._check(st, buf, env)
+            for s in st.free:
+                buf[s] = None
+        return {k: buf[self.slot[v]] for k, v in g.outputs.items()}
+
+    def _check(self, st: Step, buf, env) -> None:
+        for v, s in zip(st.node.outputs, st.outs):
+            a = buf[s]
+            want = eval_shape(v.shape, env)
+            if tuple(a.shape) != want or str(a.dtype) != v.dtype:
+                raise ShapeError(f"{st.node.where()}: kernel gave {a.dtype}[{fmt_shape(a.shape)}]"
+                                 f" but the shape rule says {v.dtype}[{fmt_shape(want)}]")
+
+    def flops(self, env: Mapping[str, int]) -> int:
+        return graph_flops(self.graph, env)
+
+
+def _conform(a, v, what: str):
+    """Accept an array whose dtype kind matches (float/int/bool); cast within the kind."""
+    if not hasattr(a, "dtype"):
+        a = np.asarray(a)
+    if _KIND.get(a.dtype.kind) != _KIND[np.dtype(v.dtype).kind]:
+        raise FeedError(f"{what} {v.name!r} has dtype {a.dtype}, expected {v.dtype} "
+                        f"({fmt_shape(v.shape)})")
+    return a if str(a.dtype) == v.dtype else a.astype(v.dtype)
+
+
+def _fmt_env(env) -> str:
+    return ", ".join(f"{k}={n}" for k, n in sorted(env.items())) or "no symbols"
+
+
+def graph_flops(graph: Graph, env: Mapping[str, int]) -> int:
+    from tgraph.ops.registry import get_op
+
+    total = 0
+    for n in graph.nodes:
+        total += node_flops(get_op(n.op), n, env)
+    return total
+
+
+def node_flops(opdef, n: Node, env: Mapping[str, int]) -> int:
+    ins = [eval_shape(v.shape, env) for v in n.inputs]
+    outs = [eval_shape(v.shape, env) for v in n.outputs]
+    return int(opdef.flops(ins, outs, **n.attrs))
+
+
+def default_dims(graph: Graph) -> dict[str, int]:
+    """Dims for counting when the user gives none: the graph's hints, else 1 per symbol."""
+    from tgraph.shapes import symbols
+
+    env = {s: 1 for v in graph.values() for s in symbols(v.shape)}
+    env.update(graph.meta.get("dims", {}))
+    return env
+
+
+def run(graph: Graph, feeds=None, params=None, backend: Any = "numpy", dims=None):
+    """Compile and run once; keep an ``Executable`` to run a graph many times."""
+    return Executable(graph, backend).run(feeds, params, dims)
+
+
+def live_bytes_peak(ex: Executable, env: Mapping[str, int]) -> int:
+    """Peak bytes held by intermediates under the schedule (freeing at last use)."""
+    live = peak = 0
+    size = {}
+    for v, s in ex.slot.items():
+        if v.kind not in (INPUT, PARAM, CONST):
+            size[s] = math.prod(eval_shape(v.shape, env)) * np.dtype(v.dtype).itemsize
+    for st in ex.steps:
+        live += sum(size[s] for s in st.outs)
+        peak = max(peak, live)
+        live -= sum(size[s] for s in st.free)
+    return peak
