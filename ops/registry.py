@@ -61,6 +61,12 @@ class OpDef:
         """The text a diagram puts in this op's box."""
         return self.name
 
+    def examples(self, rng) -> list[tuple[list, dict]]:
+        """Representative (input arrays, attrs) cases, floats in float64, for ``check_op``:
+        shape rule vs kernel output, and VJP vs finite differences. Include broadcasting
+        cases where the op broadcasts."""
+        return []
+
     def describe(self) -> str:
         text = (self.doc or type(self).__doc__ or "").strip()
         return text.splitlines()[0] if text else ""
