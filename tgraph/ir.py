@@ -180,7 +180,7 @@ class Graph:
         if isinstance(x, Value):
             return x
         dtype = next((a.dtype for a in like if isinstance(a, Value)), "float32")
-        return self.const(np.asarray(x, dtype=dtype), name="scalar")
+        return self.const(x, name="scalar", dtype=dtype)
 
     def apply(self, op: str, inputs: list[Value], attrs: dict | None = None,
               name: str | None = None) -> Value | tuple[Value, ...]:
