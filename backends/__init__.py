@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tgraph.backends.numpy_backend import NumpyBackend
+
 from tgraph.errors import BackendError
 
 _NAMES = ("numpy", "cupy", "auto")
@@ -23,4 +24,4 @@ def get_backend(name: str = "numpy"):
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(_NAMES)}")
 
 
-__all__ = ["get_backend", "NumpyBackend"]
+__all__ = ["NumpyBackend", "get_backend"]

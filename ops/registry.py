@@ -16,7 +16,8 @@ serves both backends; a backend may still register a faster kernel for an op by 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tgraph.errors import NoGradientError, TGraphError, UnknownOpError
 from tgraph.types import TensorType

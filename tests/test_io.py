@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import tgraph as tg
+from examples.demo import attention_block
 from tgraph.errors import GraphFileError, ShapeError, TGraphError, UnknownOpError
 from tgraph.io import graph_to_json
-
-from examples.demo import attention_block
 
 
 @pytest.fixture()

@@ -209,9 +209,8 @@ def test_bad_shapes_raise_at_build_time_naming_node_scope_and_shapes(op, shapes,
     g = tg.Graph("bad")
     dtypes = ["int64" if op == "cross_entropy" and i == 1 else "float32" for i in range(len(shapes))]
     ins = [g.input(f"x{i}", d, s) for i, (s, d) in enumerate(zip(shapes, dtypes))]
-    with g.scope("layer_7/attn"):
-        with pytest.raises(ShapeError) as e:
-            g.apply(op, ins, attrs)
+    with g.scope("layer_7/attn"), pytest.raises(ShapeError) as e:
+        g.apply(op, ins, attrs)
     text = str(e.value)
     assert msg in text and "layer_7/attn" in text and op in text
     assert "×".join(map(str, shapes[0])) in text  # names the input shapes

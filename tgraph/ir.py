@@ -10,8 +10,9 @@ node came from).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,8 @@ class Value:
     name: str
     type: TensorType
     kind: str = INTERMEDIATE
-    node: "Node | None" = field(default=None, repr=False)
-    graph: "Graph | None" = field(default=None, repr=False)
+    node: Node | None = field(default=None, repr=False)
+    graph: Graph | None = field(default=None, repr=False)
     init: dict | None = None  # parameters: how init_params fills them
     data: np.ndarray | None = field(default=None, repr=False)  # constants
 
@@ -231,7 +232,7 @@ class Graph:
     def param_count(self) -> int:
         return sum(int(np.prod(p.shape)) for p in self.params)
 
-    def validate(self) -> "Graph":
+    def validate(self) -> Graph:
         """Check SSA order, no cycles, and every node's types against its op's shape rule."""
         from tgraph.ops.registry import get_op
 

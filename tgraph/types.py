@@ -20,10 +20,10 @@ class TensorType:
     def rank(self) -> int:
         return len(self.shape)
 
-    def with_shape(self, shape) -> "TensorType":
+    def with_shape(self, shape) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
 
-    def with_dtype(self, dtype: str) -> "TensorType":
+    def with_dtype(self, dtype: str) -> TensorType:
         return TensorType(dtype, self.shape)
 
     def __str__(self) -> str:
@@ -33,5 +33,5 @@ class TensorType:
         return {"dtype": self.dtype, "shape": list(self.shape)}
 
     @staticmethod
-    def from_json(d: dict) -> "TensorType":
+    def from_json(d: dict) -> TensorType:
         return TensorType(d["dtype"], tuple(d["shape"]))
