@@ -1,0 +1,92 @@
+"""Dead-code elimination, common-subexpression elimination and constant folding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tgraph.ir import CONST, Graph, Value
+
+
+def dce(graph: Graph) -> int:
+    """Drop nodes and constants no graph output depends on."""
+    needed = set(map(id, graph.outputs.values()))
+    kept = []
+    for n in reversed(graph.nodes):
+        if any(id(v) in needed for v in n.outputs):
+            kept.append(n)
+            needed.update(id(v) for v in n.inputs)
+    removed = len(graph.nodes) - len(kept)
+    graph.nodes = kept[::-1]
+    graph.consts = [c for c in graph.consts if id(c) in needed]
+    return removed
+
+
+def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
+    for n in graph.nodes:
+        n.inputs = [new if v is old else v for v in n.inputs]
+    for k, v in graph.outputs.items():
+        if v is old:
+            graph.outputs[k] = new
+
+
+def cse(graph: Graph) -> int:
+    """Merge nodes computing the same op with the same attrs on the same inputs, and
+    constants holding equal data."""
+    canon: dict = {}
+    merged = 0
+    for c in graph.consts:
+        key = ("const", c.dtype, c.data.shape, c.data.tobytes())
+        if key in canon:
+            _replace_uses(graph, c, canon[key])
+            merged += 1
+        else:
+            canon[key] = c
+    for n in graph.nodes:
+        key = (n.op, tuple(map(id, n.inputs)), json.dumps(n.attrs, sort_keys=True))
+        if key in canon:
+            for old, new in zip(n.outputs, canon[key].outputs):
+                _replace_uses(graph, old, new)
+            merged += 1
+        else:
+            canon[key] = n
+    if merged:
+        dce(graph)
+    return merged
+
+
+def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
+    """Evaluate nodes whose inputs are all constants (small results only) at compile time."""
+    from tgraph.ops.registry import get_op
+
+    folded = 0
+    for n in list(graph.nodes):
+        if not n.inputs or any(v.kind != CONST for v in n.inputs) or len(n.outputs) != 1:
+            continue
+        out = n.outputs[0]
+        if any(isinstance(d, str) for d in out.shape) or np.prod(out.shape) > max_elements:
+            continue
+        data = np.asarray(get_op(n.op).kernel(np, *[v.data for v in n.inputs], **n.attrs))
+        const = Value(out.name, out.type, CONST, graph=graph, data=data.astype(out.dtype))
+        graph.consts.append(const)
+        graph.nodes.remove(n)
+        _replace_uses(graph, out, const)
+        folded += 1
+    if folded:
+        dce(graph)
+    return folded
+
+
+def optimize(graph: Graph) -> tuple[Graph, dict[str, int]]:
+    """A copy of ``graph`` with the passes run until nothing changes; counts per pass."""
+    from tgraph.io import graph_from_json, graph_to_json
+
+    g = graph_from_json(graph_to_json(graph))
+    report = {"dce": dce(g), "fold_constants": 0, "cse": 0}
+    while True:
+        changed = {"fold_constants": fold_constants(g), "cse": cse(g)}
+        for k, v in changed.items():
+            report[k] += v
+        if not any(changed.values()):
+            return g.validate(), report
