@@ -102,6 +102,10 @@ def unregister_op(name: str) -> None:
 
 
 def get_op(name: str) -> OpDef:
+    if name not in _REGISTRY:  # installed plugin packages register on first need
+        from tgraph.plugins import load_installed
+
+        load_installed()
     try:
         return _REGISTRY[name]
     except KeyError:

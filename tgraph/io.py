@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tgraph.errors import GraphFileError, TGraphError
+from tgraph.errors import GraphFileError, TGraphError, UnknownOpError
 from tgraph.ir import CONST, INPUT, INTERMEDIATE, PARAM, Graph, Node, Value
 from tgraph.types import TensorType
 
@@ -85,7 +85,10 @@ def graph_from_json(d: dict, source: str = "graph") -> Graph:
         g.consts = [leaf(e, CONST, data=np.asarray(e["data"], dtype=e["dtype"]))
                     for e in d["consts"]]
         for e in d["nodes"]:
-            get_op(e["op"])
+            try:
+                get_op(e["op"])
+            except UnknownOpError as err:
+                raise UnknownOpError(f"{source}: node {e['name']!r}: {err}") from None
             missing = [name for name in e["inputs"] if name not in by_name]
             if missing:
                 raise GraphFileError(
