@@ -29,7 +29,10 @@ VERSION = 1
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temp file beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file the user asked for, not our temporary one
+        raise TGraphError(f"cannot write {str(path)!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
