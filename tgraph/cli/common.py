@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -15,24 +16,32 @@ from tgraph.errors import TGraphError
 
 
 class Group(click.Group):
-    """Turns any TGraphError into ``error: <message>`` on stderr and exit code 1."""
+    """Loads installed and TGRAPH_PLUGINS plugins before any command, and turns a TGraphError
+    (or an OSError on a user's file) into ``error: <one line>`` on stderr and exit code 1."""
 
     def invoke(self, ctx):
+        from tgraph.plugins import load_env, load_installed
+
         try:
+            load_installed()
+            load_env()
             return super().invoke(ctx)
         except TGraphError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            fail(str(e))
+        except OSError as e:
+            fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+
+
+def fail(message: str) -> None:
+    click.echo("error: " + " ".join(message.split("\n")), err=True)
+    sys.exit(1)
 
 
 def _load_plugins(ctx, param, value):
-    from tgraph.plugins import load_all
+    from tgraph.plugins import load_plugin
 
-    try:
-        load_all(value or ())
-    except TGraphError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    for spec in value:
+        load_plugin(spec)
     return value
 
 
@@ -116,3 +125,86 @@ def load_feeds(pairs) -> dict[str, np.ndarray]:
         except (OSError, ValueError) as e:
             raise TGraphError(f"cannot read feed {name!r} from {path!r}: {e}") from None
     return feeds
+
+
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+_VERBOSITY = "tgraph.verbosity"
+
+
+def verbosity_options(f):
+    """``-q/--quiet`` and ``-v/--verbose`` for commands doing long work; see ``verbosity()``."""
+
+    def store(ctx, param, value):
+        if value:
+            level = QUIET if param.name == "quiet" else VERBOSE
+            if ctx.meta.setdefault(_VERBOSITY, level) != level:
+                raise click.UsageError("--quiet and --verbose exclude each other")
+        return value
+
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=store,
+                     help="More detail; progress lines even when output is not a terminal.")(f)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=store,
+                        help="No progress or status lines: results and errors only.")(f)
+
+
+def verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_VERBOSITY, NORMAL) if ctx else NORMAL
+
+
+def status(message: str, level: int = NORMAL) -> None:
+    """A status line on stderr, shown at ``level`` and more verbose (hidden by --quiet)."""
+    if verbosity() >= level:
+        click.echo(message, err=True)
+
+
+class Progress:
+    """Progress of a loop of known length, on stderr: a bar redrawn in place on a terminal;
+    in a pipe nothing, or with --verbose one line per tenth; with --quiet nothing at all.
+
+        with Progress(steps, "train") as bar:
+            for step in range(steps):
+                bar.update(loss=loss)
+    """
+
+    def __init__(self, total: int, label: str, stream=None):
+        self.total, self.label, self.done = max(int(total), 1), label, 0
+        self.stream = stream or sys.stderr
+        level = verbosity()
+        terminal = _isatty(self.stream) and _isatty(sys.stdout)
+        self.mode = ("bar" if terminal and level > QUIET else
+                     "lines" if level == VERBOSE else None)
+        self.start = self._drawn = time.monotonic()
+        self._tenth = 0
+
+    def update(self, n: int = 1, **metrics) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.mode == "bar" and (now - self._drawn >= 0.1 or self.done >= self.total):
+            self._drawn = now
+            self.stream.write("\r" + self.text(metrics) + "\x1b[K")
+            self.stream.flush()
+        elif self.mode == "lines" and self.done * 10 // self.total > self._tenth:
+            self._tenth = self.done * 10 // self.total
+            self.stream.write(self.text(metrics) + "\n")
+
+    def text(self, metrics: dict) -> str:
+        width = 24
+        filled = width * min(self.done, self.total) // self.total
+        rate = self.done / max(time.monotonic() - self.start, 1e-9)
+        extra = "".join(f"  {k} {v:.4g}" if isinstance(v, float) else f"  {k} {v}"
+                        for k, v in metrics.items())
+        return (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.done}/{self.total}  {rate:.3g}/s{extra}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.mode == "bar":
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _isatty(stream) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())

@@ -7,9 +7,18 @@ from collections import Counter
 import click
 import numpy as np
 
-from tgraph.cli.common import (backend_option, dim_option, echo_json, graph_source,
-                               json_option, load_feeds, output_option, parse_dims,
-                               plugin_option, weights_option)
+from tgraph.cli.common import (
+    backend_option,
+    dim_option,
+    echo_json,
+    graph_source,
+    json_option,
+    load_feeds,
+    output_option,
+    parse_dims,
+    plugin_option,
+    weights_option,
+)
 
 
 @click.command("ops")
@@ -31,42 +40,32 @@ def ops_cmd(as_json):
         click.echo(f"{r['signature']:<{width}}  {r['doc']}")
 
 
-def graph_summary(graph, dims) -> dict:
-    from tgraph.execute import default_dims, graph_flops
-
-    env = {**default_dims(graph), **dims}
-    return {
-        "name": graph.name,
-        "nodes": len(graph.nodes),
-        "inputs": {v.name: str(v.type) for v in graph.inputs},
-        "outputs": {k: str(v.type) for k, v in graph.outputs.items()},
-        "params": len(graph.params),
-        "param_count": graph.param_count(),
-        "flops": graph_flops(graph, env),
-        "dims": env,
-        "ops": dict(Counter(n.op for n in graph.nodes).most_common()),
-    }
-
-
 @click.command("info")
 @graph_source
 @dim_option
+@click.option("--depth", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Scope levels in the table (0: totals only); deeper scopes add into their "
+                   "parent's row.")
 @json_option
-def info_cmd(graph, dims, as_json):
-    """Nodes, op histogram, parameter count and FLOPs of a graph or model.
+def info_cmd(graph, dims, depth, as_json):
+    """A model summary: per-scope output shapes, parameters, FLOPs and activation memory
+    (for the dims given, else the graph's own), then inputs, outputs and an op histogram.
 
-    Example: tgraph info gpt --preset tiny --dim B=1 --dim T=64
+    Example: tgraph info gpt --preset tiny --depth 1 --dim B=8 --dim T=128
     """
-    s = graph_summary(graph, parse_dims(dims))
+    from tgraph.summary import format_table, summarize
+
+    s = summarize(graph, parse_dims(dims), depth)
+    inputs = {v.name: str(v.type) for v in graph.inputs}
+    outputs = {k: str(v.type) for k, v in graph.outputs.items()}
+    ops = dict(Counter(n.op for n in graph.nodes).most_common())
     if as_json:
-        return echo_json(s)
-    click.echo(f"graph {s['name']}: {s['nodes']} nodes, {s['params']} parameter tensors, "
-               f"{s['param_count']:,} parameters")
-    click.echo(f"inputs:  {', '.join(f'{k} {t}' for k, t in s['inputs'].items())}")
-    click.echo(f"outputs: {', '.join(f'{k} {t}' for k, t in s['outputs'].items())}")
-    dims_text = ", ".join(f"{k}={v}" for k, v in s["dims"].items()) or "no symbolic dims"
-    click.echo(f"FLOPs:   {s['flops']:,} ({dims_text})")
-    click.echo("ops:     " + ", ".join(f"{k} {v}" for k, v in s["ops"].items()))
+        return echo_json({**s.to_json(), "nodes": len(graph.nodes), "inputs": inputs,
+                          "outputs": outputs, "ops": ops})
+    click.echo(format_table(s))
+    click.echo(f"inputs:  {', '.join(f'{k} {t}' for k, t in inputs.items())}")
+    click.echo(f"outputs: {', '.join(f'{k} {t}' for k, t in outputs.items())}")
+    click.echo(f"{len(graph.nodes)} nodes: " + ", ".join(f"{k} {v}" for k, v in ops.items()))
 
 
 @click.command("run")
