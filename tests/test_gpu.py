@@ -117,6 +117,12 @@ def test_unknown_backend_name():
 
 # ----- on a device: ops -------------------------------------------------------------------
 
+def builtin_ops(need_vjp=False) -> list[str]:
+    """Built-in ops only: a plugin a test registers for a while may be gone when this runs."""
+    return sorted(n for n, d in all_ops().items()
+                  if d.source.startswith("tgraph.ops.") and (d.has_vjp or not need_vjp))
+
+
 def to_f32(a):
     a = np.asarray(a)
     return a.astype(np.float32) if a.dtype == np.float64 else a
@@ -150,7 +156,7 @@ def cases(op: str):
 
 
 @gpu
-@pytest.mark.parametrize("op", sorted(all_ops()))
+@pytest.mark.parametrize("op", builtin_ops())
 def test_op_forward_matches_numpy(cupy_backend, op):
     for arrays, attrs in cases(op):
         g, outs = one_node(op, arrays, attrs)
@@ -160,7 +166,7 @@ def test_op_forward_matches_numpy(cupy_backend, op):
 
 
 @gpu
-@pytest.mark.parametrize("op", sorted(n for n, d in all_ops().items() if d.has_vjp))
+@pytest.mark.parametrize("op", builtin_ops(need_vjp=True))
 def test_op_vjp_matches_numpy(cupy_backend, op):
     """The VJP rule's graph (cotangents dy0, dy1, ... in, input cotangents out) on both."""
     rng = np.random.default_rng(1)
