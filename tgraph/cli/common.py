@@ -114,7 +114,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 def echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=1, default=str))
+    click.echo(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
 
 
 def load_feeds(pairs) -> dict[str, np.ndarray]:
