@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tgraph.cli.common import Group
+from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
 
 
@@ -14,5 +15,5 @@ def main():
     """tgraph: build, render, run, differentiate and compile Transformer graphs."""
 
 
-for command in (ops_cmd, info_cmd, run_cmd):
+for command in (ops_cmd, info_cmd, run_cmd, compile_cmd):
     main.add_command(command)
