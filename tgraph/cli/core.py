@@ -11,6 +11,7 @@ from tgraph.cli.common import (
     backend_option,
     dim_option,
     echo_json,
+    fail,
     graph_source,
     json_option,
     load_feeds,
@@ -22,22 +23,47 @@ from tgraph.cli.common import (
 
 
 @click.command("ops")
+@click.option("--check", "check_name", metavar="NAME",
+              help="Check op NAME instead of listing: shape rule vs kernel output on its "
+                   "examples, VJP vs finite differences in float64, on NumPy (and CuPy where "
+                   "a GPU works). Exit code 1 if a check fails.")
 @json_option
 @plugin_option
-def ops_cmd(as_json):
-    """List registered ops with their signatures.
+def ops_cmd(check_name, as_json):
+    """List registered ops (built-in and plugins) with their signatures, or check one.
 
-    Example: tgraph ops --json
+    Examples: tgraph ops --json; tgraph ops --check swiglu --plugin my_ops.py
     """
     from tgraph.ops import all_ops
 
+    if check_name:
+        return check_one(check_name, as_json)
     rows = [{"name": n, "signature": d.signature or f"{n}(...)", "doc": d.describe(),
              "vjp": d.has_vjp, "source": d.source} for n, d in all_ops().items()]
     if as_json:
         return echo_json(rows)
     width = max(len(r["signature"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['signature']:<{width}}  {r['doc']}")
+        plugin = "" if r["source"].startswith("tgraph.") else f"  [{r['source']}]"
+        click.echo(f"{r['signature']:<{width}}  {r['doc']}{plugin}")
+
+
+def check_one(name: str, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from tgraph.backends import get_backend
+    from tgraph.checks import check_op
+
+    backends = ["numpy"] + (["cupy"] if get_backend("auto").name == "cupy" else [])
+    report = check_op(name, backends=backends)
+    if as_json:
+        echo_json({**asdict(report), "ok": report.ok})
+    else:
+        click.echo(str(report))
+    if not report.ok:
+        failed = sum(not c.ok for c in report.cases)
+        fail(f"op {name!r} failed its check in {failed} of {len(report.cases)} case(s)"
+             if report.cases else f"op {name!r} has no examples(rng) to check")
 
 
 @click.command("info")
