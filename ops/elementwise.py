@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from tgraph import builder as tb
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.errors import ShapeError
 from tgraph.shapes import FLOAT_DTYPES, broadcast, fmt_shape
@@ -33,6 +34,41 @@ def need_float(t: TensorType, op: str) -> TensorType:
     return t
 
 
+# ----- gradient helpers shared by every op family's VJP ------------------------------------
+def unbroadcast(g, like):
+    """Sum a cotangent over the axes that broadcasting added, back to ``like``'s shape."""
+    if g is None or g.shape == like.shape:
+        return g
+    lead = len(g.shape) - len(like.shape)
+    axes = [*range(lead), *(lead + i for i, d in enumerate(like.shape)
+                            if d == 1 and g.shape[lead + i] != 1)]
+    return tb.reshape(tb.sum(g, axes, keepdims=True), like.shape) if axes else g
+
+
+def scalar(like, value):
+    """A scalar constant of ``like``'s dtype (``where`` cannot take it from a bool partner)."""
+    return like.graph.const(value, name="scalar", dtype=like.dtype)
+
+
+def zeros(like):
+    """Zeros of ``like``'s type, built from its (possibly symbolic) shape."""
+    return tb.broadcast_to(scalar(like, 0), like.shape)
+
+
+def compare(a, b, cmp):
+    return tb.apply("compare", a, b, cmp=cmp)
+
+
+def select(cond, g):
+    """(g where cond, 0 elsewhere), (0 where cond, g elsewhere): the two sides of a switch."""
+    zero = scalar(g, 0)
+    return tb.where(cond, g, zero), tb.where(cond, zero, g)
+
+
+# ----- binary ops -------------------------------------------------------------------------
+BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((3, 4), ())]
+
+
 class Binary(OpDef):
     symbol = "?"
 
@@ -46,21 +82,90 @@ class Binary(OpDef):
     def label(self, **attrs):
         return self.symbol
 
+    def vjp(self, node, grads):
+        a, b = node.inputs
+        ga, gb = self.rule(a, b, node.output, grads[0])
+        return [unbroadcast(ga, a), unbroadcast(gb, b)]
 
-def _binary(name, symbol, fn, doc):
-    cls = type(name.title(), (Binary,), {"name": name, "symbol": symbol, "doc": doc,
-                                         "kernel": lambda self, xp, a, b: fn(xp, a, b)})
-    return register_op(cls)
+    def examples(self, rng):
+        return [([self.domain(rng.standard_normal(sa)), self.domain(rng.standard_normal(sb), 1)],
+                 {}) for sa, sb in BINARY_SHAPES]
+
+    @staticmethod
+    def domain(x, arg=0):
+        """Map a normal sample into the op's domain for argument ``arg`` (examples only)."""
+        return x
 
 
-Add = _binary("add", "+", lambda xp, a, b: a + b, "a + b with broadcasting")
-Sub = _binary("sub", "−", lambda xp, a, b: a - b, "a − b with broadcasting")
-Mul = _binary("mul", "×", lambda xp, a, b: a * b, "a × b with broadcasting")
-Div = _binary("div", "÷", lambda xp, a, b: a / b, "a ÷ b with broadcasting")
-Pow = _binary("pow", "^", lambda xp, a, b: a ** b, "a ** b with broadcasting")
-Maximum = _binary("maximum", "max", lambda xp, a, b: xp.maximum(a, b), "elementwise max(a, b)")
+def _binary(name, symbol, fn, rule, doc, domain=None):
+    """Register a broadcasting binary op: kernel fn(xp, a, b), VJP rule(a, b, y, g) giving
+    the un-reduced cotangents of a and b (the class sums them back over broadcast axes)."""
+    body = {"name": name, "symbol": symbol, "doc": doc, "rule": staticmethod(rule),
+            "kernel": lambda self, xp, a, b: fn(xp, a, b)}
+    if domain:
+        body["domain"] = staticmethod(domain)
+    return register_op(type(name.title(), (Binary,), body))
 
 
+def _div_rule(a, b, y, g):
+    ga = g / b
+    return ga, -(ga * y)
+
+
+def _maximum_rule(a, b, y, g):
+    return select(compare(a, b, ">="), g)
+
+
+def _away_from_zero(x, arg=0):
+    return x + (0.5 if arg else 0) * (2 * (x >= 0) - 1)
+
+
+Add = _binary("add", "+", lambda xp, a, b: a + b, lambda a, b, y, g: (g, g),
+              "a + b with broadcasting")
+Sub = _binary("sub", "−", lambda xp, a, b: a - b, lambda a, b, y, g: (g, -g),
+              "a − b with broadcasting")
+Mul = _binary("mul", "×", lambda xp, a, b: a * b, lambda a, b, y, g: (g * b, g * a),
+              "a × b with broadcasting")
+Div = _binary("div", "÷", lambda xp, a, b: a / b, _div_rule, "a ÷ b with broadcasting",
+              domain=_away_from_zero)
+Pow = _binary("pow", "^", lambda xp, a, b: a ** b,
+              lambda a, b, y, g: (g * b * tb.pow(a, b - 1), g * y * tb.log(a)),
+              "a ** b with broadcasting", domain=lambda x, arg=0: x if arg else abs(x) + 0.5)
+Maximum = _binary("maximum", "max", lambda xp, a, b: xp.maximum(a, b), _maximum_rule,
+                  "elementwise max(a, b)")
+
+
+COMPARISONS = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal",
+               "==": "equal", "!=": "not_equal"}
+
+
+@register_op
+class Compare(OpDef):
+    """a <cmp> b elementwise as bool (cmp one of > >= < <= == !=); zero gradient."""
+
+    name = "compare"
+    signature = 'compare(a, b, cmp=">") -> bool broadcast(a, b)'
+
+    def infer(self, types, cmp):
+        if cmp not in COMPARISONS:
+            raise ShapeError(f"compare cmp must be one of {' '.join(COMPARISONS)}, got {cmp!r}")
+        return broadcast_types(types, self.name).with_dtype("bool")
+
+    def kernel(self, xp, a, b, cmp):
+        return getattr(xp, COMPARISONS[cmp])(a, b)
+
+    def vjp(self, node, grads):
+        return [None, None]  # piecewise constant
+
+    def examples(self, rng):
+        return [([rng.standard_normal(sa), rng.standard_normal(sb)], {"cmp": c})
+                for (sa, sb), c in zip(BINARY_SHAPES, (">", "<=", "==", "!="))]
+
+    def label(self, cmp):
+        return cmp
+
+
+# ----- unary ops --------------------------------------------------------------------------
 class Unary(OpDef):
     float_only = True
 
@@ -72,27 +177,55 @@ class Unary(OpDef):
         (t,) = types
         return need_float(t, self.name) if self.float_only else t
 
+    def vjp(self, node, grads):
+        return [self.rule(node.inputs[0], node.output, grads[0])]
 
-def _unary(name, fn, doc, float_only=True, flops_per=1):
-    cls = type(name.title(), (Unary,), {
-        "name": name, "doc": doc, "float_only": float_only,
+    def examples(self, rng):
+        return [([self.domain(rng.standard_normal(s))], {}) for s in ((2, 3, 5), ())]
+
+    @staticmethod
+    def domain(x):
+        return x
+
+
+def _unary(name, fn, rule, doc, float_only=True, flops_per=1, positive=False):
+    """Register an elementwise op: kernel fn(xp, x), VJP rule(x, y, g) -> cotangent of x.
+    ``positive`` ops (log, sqrt) are only defined for x > 0 (their examples stay there)."""
+    body = {
+        "name": name, "doc": doc, "float_only": float_only, "rule": staticmethod(rule),
         "kernel": lambda self, xp, x: fn(xp, x),
         "flops": lambda self, i, o, **a: flops_per * math.prod(o[0]),
-    })
-    return register_op(cls)
+    }
+    if positive:
+        body["domain"] = staticmethod(lambda x: abs(x) + 0.2)
+    return register_op(type(name.title(), (Unary,), body))
 
 
-Neg = _unary("neg", lambda xp, x: -x, "−x", float_only=False)
-Exp = _unary("exp", lambda xp, x: xp.exp(x), "e^x")
-Log = _unary("log", lambda xp, x: xp.log(x), "natural logarithm")
-Sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), "√x")
-Rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), "1/√x", flops_per=2)
-Tanh = _unary("tanh", lambda xp, x: xp.tanh(x), "hyperbolic tangent")
-Sin = _unary("sin", lambda xp, x: xp.sin(x), "sine (sinusoidal and rotary positions)")
-Cos = _unary("cos", lambda xp, x: xp.cos(x), "cosine (sinusoidal and rotary positions)")
-Abs = _unary("abs", lambda xp, x: xp.abs(x), "|x|", float_only=False)
-Relu = _unary("relu", lambda xp, x: xp.maximum(x, 0), "max(x, 0)")
-Sigmoid = _unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)), "1 / (1 + e^−x)", flops_per=3)
+Neg = _unary("neg", lambda xp, x: -x, lambda x, y, g: -g, "−x", float_only=False)
+Exp = _unary("exp", lambda xp, x: xp.exp(x), lambda x, y, g: g * y, "e^x")
+Log = _unary("log", lambda xp, x: xp.log(x), lambda x, y, g: g / x, "natural logarithm",
+             positive=True)
+Sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y, g: g / y * 0.5, "√x",
+              positive=True)
+Rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda x, y, g: g * y / x * -0.5,
+               "1/√x", flops_per=2, positive=True)
+Tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda x, y, g: g * (1 - y * y),
+              "hyperbolic tangent")
+Sin = _unary("sin", lambda xp, x: xp.sin(x), lambda x, y, g: g * tb.cos(x),
+             "sine (sinusoidal and rotary positions)")
+Cos = _unary("cos", lambda xp, x: xp.cos(x), lambda x, y, g: -(g * tb.sin(x)),
+             "cosine (sinusoidal and rotary positions)")
+Abs = _unary("abs", lambda xp, x: xp.abs(x),
+             lambda x, y, g: tb.where(compare(x, scalar(x, 0), ">="), g, -g), "|x|",
+             float_only=False)
+Relu = _unary("relu", lambda xp, x: xp.maximum(x, 0),
+              lambda x, y, g: tb.where(compare(x, scalar(x, 0), ">"), g, scalar(g, 0)),
+              "max(x, 0)")
+Sigmoid = _unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
+                 lambda x, y, g: g * y * (1 - y), "1 / (1 + e^−x)", flops_per=3)
+Erf = _unary("erf", lambda xp, x: erf(xp, x),
+             lambda x, y, g: g * tb.exp(-(x * x)) * (2 / math.sqrt(math.pi)),
+             "Gauss error function (exact GELU's gradient)", flops_per=10)
 
 
 def erf(xp, x):
@@ -127,6 +260,21 @@ class Gelu(OpDef):
     def flops(self, i, o, **attrs):
         return 8 * math.prod(o[0])
 
+    def vjp(self, node, grads):
+        (x,), g = node.inputs, grads[0]
+        if node.attrs.get("approximate", "none") == "tanh":
+            t = tb.tanh((x + x * x * x * 0.044715) * GELU_TANH_C)
+            slope = (1 + t) * 0.5 + x * (1 - t * t) * (1 + x * x * (3 * 0.044715)) * (
+                0.5 * GELU_TANH_C)
+        else:  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
+            cdf = (1 + tb.apply("erf", x * (1 / math.sqrt(2)))) * 0.5
+            slope = cdf + x * tb.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+        return [g * slope]
+
+    def examples(self, rng):
+        x = rng.standard_normal((3, 7)) * 2
+        return [([x], {"approximate": "none"}), ([x], {"approximate": "tanh"})]
+
     def label(self, approximate="none"):
         return "GELU (tanh)" if approximate == "tanh" else "GELU"
 
@@ -148,6 +296,16 @@ class Where(OpDef):
     def kernel(self, xp, c, a, b):
         return xp.where(c, a, b)
 
+    def vjp(self, node, grads):
+        c, a, b = node.inputs
+        ga, gb = select(c, grads[0])
+        return [None, unbroadcast(ga, a), unbroadcast(gb, b)]
+
+    def examples(self, rng):
+        return [([rng.random(sc) > 0.5, rng.standard_normal(sa), rng.standard_normal(sb)], {})
+                for sc, sa, sb in (((3, 4), (3, 4), (3, 4)), ((4,), (2, 3, 4), ()),
+                                   ((2, 1, 4), (3, 1), (4,)))]
+
 
 @register_op
 class Cast(OpDef):
@@ -161,6 +319,15 @@ class Cast(OpDef):
 
     def kernel(self, xp, x, dtype):
         return x.astype(dtype)
+
+    def vjp(self, node, grads):
+        (x,) = node.inputs
+        return [tb.cast(grads[0], x.dtype) if x.dtype in FLOAT_DTYPES else None]
+
+    def examples(self, rng):
+        x = rng.standard_normal((3, 4))
+        return [([x], {"dtype": "float64"}), ([x], {"dtype": "int64"}),
+                ([rng.integers(-3, 3, (5,))], {"dtype": "float64"})]
 
     def flops(self, i, o, **attrs):
         return 0

@@ -3,6 +3,12 @@ broadcast_to, gather (embedding lookup), one_hot, positions."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from tgraph import builder as tb
+from tgraph.ops.elementwise import unbroadcast, zeros
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.errors import ShapeError
 from tgraph.shapes import INT_DTYPES, broadcast, dim_div, fmt_shape, norm_axis, shape_size
@@ -45,6 +51,13 @@ class Reshape(Movement):
     def label(self, shape):
         return "Reshape"
 
+    def vjp(self, node, grads):
+        return [tb.reshape(grads[0], node.inputs[0].shape)]
+
+    def examples(self, rng):
+        x = rng.standard_normal((2, 3, 4))
+        return [([x], {"shape": [6, -1]}), ([x], {"shape": [2, 3, 2, 2]})]
+
 
 @register_op
 class Transpose(Movement):
@@ -64,6 +77,14 @@ class Transpose(Movement):
 
     def label(self, perm):
         return f"Transpose {tuple(perm)}"
+
+    def vjp(self, node, grads):
+        perm = node.attrs["perm"]
+        return [tb.transpose(grads[0], sorted(range(len(perm)), key=perm.__getitem__))]
+
+    def examples(self, rng):
+        return [([rng.standard_normal((2, 3, 4))], {"perm": [2, 0, 1]}),
+                ([rng.standard_normal((3, 5))], {"perm": [1, 0]})]
 
 
 @register_op
@@ -92,6 +113,16 @@ class Concat(Movement):
     def label(self, axis):
         return f"Concat (axis {axis})"
 
+    def vjp(self, node, grads):
+        ax = node.attrs["axis"]
+        sizes = [v.shape[ax] for v in node.inputs]
+        return list(tb.split(grads[0], sizes, axis=ax))
+
+    def examples(self, rng):
+        a = rng.standard_normal((2, 3, 4))
+        return [([a, rng.standard_normal((2, 1, 4))], {"axis": 1}),
+                ([a, a[..., :2], rng.standard_normal((2, 3, 1))], {"axis": -1})]
+
 
 @register_op
 class Split(Movement):
@@ -117,6 +148,14 @@ class Split(Movement):
 
     def label(self, axis, sizes):
         return f"Split (axis {axis}) {list(sizes)}"
+
+    def vjp(self, node, grads):
+        parts = [zeros(v) if g is None else g for v, g in zip(node.outputs, grads)]
+        return [tb.concat(*parts, axis=node.attrs["axis"])]
+
+    def examples(self, rng):
+        x = rng.standard_normal((2, 3, 4))
+        return [([x], {"axis": 2, "sizes": [1, 3]}), ([x], {"axis": 0, "sizes": [1, 1]})]
 
 
 @register_op
@@ -151,6 +190,48 @@ class Slice(Movement):
     def label(self, axis, start, stop=None):
         return f"Slice axis {axis} [{start}:{'' if stop is None else stop}]"
 
+    def vjp(self, node, grads):
+        return [tb.apply("unslice", grads[0], shape=list(node.inputs[0].shape), **node.attrs)]
+
+    def examples(self, rng):
+        x = rng.standard_normal((2, 5, 3))
+        return [([x], {"axis": 1, "start": 1, "stop": 3}), ([x], {"axis": -1, "start": -2})]
+
+
+@register_op
+class Unslice(Movement):
+    """Zeros of `shape` with x placed at [start:stop] along axis: slice's gradient."""
+
+    name = "unslice"
+    signature = "unslice(x, shape, axis, start, stop=None) -> [shape]"
+    shape_attrs = ("shape",)
+
+    def infer(self, types, shape, axis, start, stop=None):
+        (t,) = types
+        out = t.with_shape(shape)
+        if Slice().infer([out], axis, start, stop) != t:
+            raise ShapeError(f"unslice: {fmt_shape(t.shape)} is not the [{start}:{stop}] "
+                             f"slice (axis {axis}) of {fmt_shape(out.shape)}")
+        return out
+
+    def kernel(self, xp, x, shape, axis, start, stop=None):
+        out = xp.zeros(shape, dtype=x.dtype)
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, stop)
+        out[tuple(idx)] = x
+        return out
+
+    def vjp(self, node, grads):
+        a = node.attrs
+        return [tb.slice(grads[0], a["axis"], a["start"], a.get("stop"))]
+
+    def examples(self, rng):
+        return [([rng.standard_normal((2, 2, 3))], {"shape": [2, 5, 3], "axis": 1, "start": 1,
+                                                   "stop": 3})]
+
+    def label(self, shape, axis, start, stop=None):
+        return f"Unslice axis {axis} [{start}:{'' if stop is None else stop}]"
+
 
 @register_op
 class BroadcastTo(Movement):
@@ -172,6 +253,13 @@ class BroadcastTo(Movement):
 
     def label(self, shape):
         return "Broadcast"
+
+    def vjp(self, node, grads):
+        return [unbroadcast(grads[0], node.inputs[0])]
+
+    def examples(self, rng):
+        return [([rng.standard_normal((3, 1))], {"shape": [2, 3, 4]}),
+                ([rng.standard_normal(())], {"shape": [2, 2]})]
 
 
 @register_op
@@ -195,6 +283,52 @@ class Gather(Movement):
     def label(self, **attrs):
         return "Embedding lookup"
 
+    def vjp(self, node, grads):
+        table, idx = node.inputs
+        return [tb.apply("scatter_add", grads[0], idx, shape=list(table.shape)), None]
+
+    def examples(self, rng):
+        # repeated indices: their rows' gradients must add up
+        return [([rng.standard_normal((5, 3)), rng.integers(0, 5, (2, 4))], {}),
+                ([rng.standard_normal((4,)), np.array([1, 1, 3])], {})]
+
+
+@register_op
+class ScatterAdd(Movement):
+    """Zeros of `shape` with each row of updates added at its index: gather's gradient."""
+
+    name = "scatter_add"
+    signature = "scatter_add(updates[..., D], idx: int[...], shape=[V, D]) -> [V, D]"
+    shape_attrs = ("shape",)
+
+    def infer(self, types, shape):
+        upd, idx = types
+        out = upd.with_shape(shape)
+        if idx.dtype not in INT_DTYPES:
+            raise ShapeError(f"scatter_add indices must be int, got {idx.dtype}")
+        if upd.shape != (*idx.shape, *out.shape[1:]):
+            raise ShapeError(f"scatter_add updates {fmt_shape(upd.shape)} must be indices "
+                             f"{fmt_shape(idx.shape)} + rows {fmt_shape(out.shape[1:])}")
+        return out
+
+    def kernel(self, xp, upd, idx, shape):
+        out = xp.zeros(shape, dtype=upd.dtype)
+        xp.add.at(out, idx.reshape(-1), upd.reshape(-1, *shape[1:]))
+        return out
+
+    def vjp(self, node, grads):
+        return [tb.gather(grads[0], node.inputs[1]), None]
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return math.prod(in_shapes[0])
+
+    def examples(self, rng):
+        return [([rng.standard_normal((2, 4, 3)), rng.integers(0, 5, (2, 4))],
+                 {"shape": [5, 3]})]
+
+    def label(self, shape):
+        return "Scatter-add (embedding gradient)"
+
 
 @register_op
 class OneHot(Movement):
@@ -215,6 +349,12 @@ class OneHot(Movement):
     def label(self, depth, dtype="float32"):
         return f"One-hot ({depth})"
 
+    def vjp(self, node, grads):
+        return [None]  # integer input
+
+    def examples(self, rng):
+        return [([rng.integers(0, 4, (2, 3))], {"depth": 4, "dtype": "float64"})]
+
 
 @register_op
 class Positions(Movement):
@@ -233,3 +373,9 @@ class Positions(Movement):
 
     def label(self, axis, dtype="float32"):
         return f"Positions (axis {axis})"
+
+    def vjp(self, node, grads):
+        return [None]  # a function of the shape only
+
+    def examples(self, rng):
+        return [([rng.standard_normal((2, 5, 3))], {"axis": 1, "dtype": "float64"})]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from tgraph.ops.elementwise import broadcast_types
+from tgraph import builder as tb
+from tgraph.ops.elementwise import broadcast_types, unbroadcast
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.errors import ShapeError
 from tgraph.shapes import broadcast, fmt_shape
@@ -39,5 +40,27 @@ class Matmul(OpDef):
     def flops(self, in_shapes, out_shapes, **attrs):
         return 2 * math.prod(out_shapes[0]) * in_shapes[0][-1]
 
+    def vjp(self, node, grads):
+        (a, b), g = node.inputs, grads[0]
+        ga = unbroadcast(g @ swap_last(b), a)
+        if b.type.rank == 2 < a.type.rank:
+            # a shared weight: one [K, B·T] @ [B·T, N] product, not B products and a sum
+            k, n = b.shape
+            gb = swap_last(tb.reshape(a, [-1, k])) @ tb.reshape(g, [-1, n])
+        else:
+            gb = unbroadcast(swap_last(a) @ g, b)
+        return [ga, gb]
+
+    def examples(self, rng):
+        return [([rng.standard_normal(sa), rng.standard_normal(sb)], {})
+                for sa, sb in (((4, 5), (5, 3)), ((2, 4, 5), (5, 3)), ((3, 5), (2, 5, 3)),
+                               ((2, 1, 4, 5), (3, 5, 2)))]
+
     def label(self, **attrs):
         return "MatMul"
+
+
+def swap_last(x):
+    """x with its last two axes swapped (the transpose a matmul's gradient needs)."""
+    r = x.type.rank
+    return tb.transpose(x, [*range(r - 2), r - 1, r - 2])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from tgraph import builder as tb
 from tgraph.ops.elementwise import broadcast_types, need_float
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.errors import ShapeError
@@ -59,6 +60,17 @@ class Mask(OpDef):
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return math.prod(out_shapes[0])
+
+    def vjp(self, node, grads):
+        # masked scores were replaced by a constant: their gradient is zero
+        keep = node.inputs[1:]
+        return [tb.mask(grads[0], *keep, **{**node.attrs, "fill": "0"}), *[None] * len(keep)]
+
+    def examples(self, rng):
+        keep = rng.random((2, 1, 4)) > 0.3
+        return [([rng.standard_normal((2, 4, 4))], {"causal": True}),
+                ([rng.standard_normal((2, 3, 5))], {"causal": True, "window": 1, "fill": "-2"}),
+                ([rng.standard_normal((2, 3, 4)), keep], {"fill": "-3"})]
 
     def label(self, causal=False, window=0, fill="-inf"):
         kinds = (["causal"] if causal else []) + ([f"window ±{window}"] if window else [])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from tgraph.ops.elementwise import need_float
+from tgraph import builder as tb
+from tgraph.ops.elementwise import compare, need_float
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.errors import ShapeError
 from tgraph.shapes import INT_DTYPES, fmt_shape, norm_axis
@@ -46,12 +47,32 @@ class Reduction(OpDef):
     def label(self, axes=None, keepdims=False):
         return f"{self.name} axes={list(axes) if axes is not None else 'all'}"
 
+    def vjp(self, node, grads):
+        (x,), g = node.inputs, grads[0]
+        axes = reduced_axes(x.type.rank, node.attrs.get("axes"))
+        kept = reduced_shape(x.shape, axes, True)
+        if not node.attrs.get("keepdims"):
+            g = tb.reshape(g, kept)
+        return [self.spread(x, node.output, g, list(axes))]
+
+    def spread(self, x, y, g, axes):
+        """Cotangent of x from g (reduced axes kept as size 1); y is the forward output."""
+        raise NotImplementedError
+
+    def examples(self, rng):
+        x = rng.standard_normal((2, 3, 4))
+        return [([x], {"axes": axes, "keepdims": keep})
+                for axes, keep in ((None, False), ([1], True), ([0, 2], False), ([-1], False))]
+
 
 @register_op
 class Sum(Reduction):
     """Sum over axes."""
 
     name = "sum"
+
+    def spread(self, x, y, g, axes):
+        return tb.broadcast_to(g, x.shape)
 
 
 @register_op
@@ -60,12 +81,50 @@ class Mean(Reduction):
 
     name = "mean"
 
+    def spread(self, x, y, g, axes):
+        return tb.broadcast_to(g / numel(x, axes), x.shape)
+
 
 @register_op
 class Max(Reduction):
     """Maximum over axes."""
 
     name = "max"
+
+    def spread(self, x, y, g, axes):
+        # ties share the gradient equally, as PyTorch's amax does
+        hit = tb.cast(compare(x, tb.reshape(y, g.shape), "=="), x.dtype)
+        return hit * (g / tb.sum(hit, axes, keepdims=True))
+
+
+def numel(x, axes=None, dtype=None):
+    return tb.apply("numel", x, axes=axes, dtype=dtype or x.dtype)
+
+
+@register_op
+class Numel(OpDef):
+    """Element count of x over axes (all by default) as a scalar, read from x's shape at run
+    time: the divisor of a mean's gradient when dims are symbolic such as B·T."""
+
+    name = "numel"
+    signature = 'numel(x, axes=None, dtype="float32") -> scalar'
+
+    def infer(self, types, axes=None, dtype="float32"):
+        reduced_axes(types[0].rank, axes)
+        return TensorType(dtype, ())
+
+    def kernel(self, xp, x, axes=None, dtype="float32"):
+        return xp.asarray(math.prod(x.shape[a] for a in reduced_axes(x.ndim, axes)), dtype=dtype)
+
+    def vjp(self, node, grads):
+        return [None]  # a function of the shape only
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return 0
+
+    def examples(self, rng):
+        return [([rng.standard_normal((2, 3, 4))], {"axes": [0, 2], "dtype": "float64"}),
+                ([rng.integers(0, 5, (3, 2))], {})]
 
 
 @register_op
@@ -91,6 +150,14 @@ class Softmax(OpDef):
 
     def label(self, axis=-1):
         return f"Softmax (axis {axis})"
+
+    def vjp(self, node, grads):
+        y, g = node.output, grads[0]
+        return [y * (g - tb.sum(g * y, [node.attrs.get("axis", -1)], keepdims=True))]
+
+    def examples(self, rng):
+        x = rng.standard_normal((2, 3, 4)) * 3
+        return [([x], {"axis": -1}), ([x], {"axis": 1})]
 
 
 @register_op
@@ -121,6 +188,23 @@ class Layernorm(OpDef):
     def label(self, eps=1e-5):
         return "LayerNorm"
 
+    def vjp(self, node, grads):
+        """The closed form, with x̂ recomputed from x (cheaper to keep than mean and rstd):
+        dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) where ĝ = g · gamma."""
+        (x, gamma, _), g = node.inputs, grads[0]
+        xc = x - tb.mean(x, -1, keepdims=True)
+        rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + node.attrs.get("eps", 1e-5))
+        xhat = xc * rstd
+        gh = g * gamma
+        gx = (gh - tb.mean(gh, -1, keepdims=True)
+              - xhat * tb.mean(gh * xhat, -1, keepdims=True)) * rstd
+        lead = list(range(x.type.rank - 1))
+        return [gx, tb.sum(g * xhat, lead) if lead else g * xhat, tb.sum(g, lead) if lead else g]
+
+    def examples(self, rng):
+        return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),
+                  rng.standard_normal(s[-1:])], {"eps": 1e-5}) for s in ((2, 3, 6), (5,))]
+
 
 @register_op
 class CrossEntropy(OpDef):
@@ -150,3 +234,15 @@ class CrossEntropy(OpDef):
 
     def label(self, **attrs):
         return "CrossEntropy (mean)"
+
+    def vjp(self, node, grads):
+        """(softmax(logits) − one_hot(targets)) · g / N, N the number of positions."""
+        (logits, targets), g = node.inputs, grads[0]
+        classes = logits.shape[-1]
+        one_hot = tb.one_hot(targets, classes, dtype=logits.dtype)
+        return [(tb.softmax(logits, -1) - one_hot) * (g / numel(targets, dtype=logits.dtype)),
+                None]
+
+    def examples(self, rng):
+        return [([rng.standard_normal((*s, 7)) * 2, rng.integers(0, 7, s)], {})
+                for s in ((2, 5), (4,))]

@@ -1,0 +1,143 @@
+"""Reverse-mode autodiff as a graph transformation, not a tape.
+
+``grad(graph, loss, wrt)`` returns a new graph holding the forward nodes, the backward
+nodes that each op's VJP rule emits as ordinary graph ops, and one output per gradient,
+``grad/<name>``. So the backward pass can be rendered, saved, optimised, run on any backend
+and differentiated again (a Hessian-vector product is ``grad`` of a ``grad`` graph).
+
+Backward nodes sit in scope ``backward/<forward scope>`` and carry
+``meta["forward"] = <forward node name>``; forward values they read (the saved activations)
+are plain edges from the forward part. Only nodes on a path from a ``wrt`` value to the
+loss are differentiated, and whatever no output needs is pruned afterwards.
+"""
+
+from __future__ import annotations
+
+from tgraph.errors import TGraphError
+from tgraph.ir import Graph, Node, Value
+from tgraph.shapes import FLOAT_DTYPES, fmt_shape
+
+
+def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad") -> Graph:
+    """Forward + backward graph with outputs ``{prefix}/<name>`` = d loss / d wrt.
+
+    ``loss`` names a scalar output (or value); ``wrt`` lists value names (parameters,
+    float inputs, even intermediates); by default every float parameter the loss depends
+    on. ``prefix`` tells second-order gradients apart from first-order ones.
+    """
+    from tgraph.io import graph_from_json, graph_to_json
+    from tgraph.passes import dce
+
+    g = graph_from_json(graph_to_json(graph), graph.name)  # never touch the caller's graph
+    by_name = {v.name: v for v in g.values()}
+    y = _resolve_loss(g, by_name, loss.name if isinstance(loss, Value) else loss)
+    upstream = _ancestors(g, y)
+    if wrt is None:
+        targets = [p for p in g.params if _is_float(p) and p in upstream]
+    else:
+        targets = [_resolve(by_name, name, "wrt") for name in wrt]
+        for t in targets:
+            if not _is_float(t):
+                raise TGraphError(f"cannot differentiate with respect to {t.name!r}: it is "
+                                  f"{t.dtype}, and only float values have gradients")
+    grads = _backward(g, y, targets, upstream)
+    for t in targets:
+        name = f"{prefix}/{t.name}"
+        if name in g.outputs:
+            raise TGraphError(f"graph {g.name!r} already has an output {name!r}; "
+                              "pass another prefix (second-order gradients)")
+        g.set_output(name, grads[t])
+    g.meta = {**g.meta, prefix: {"loss": y.name, "wrt": {t.name: f"{prefix}/{t.name}"
+                                                         for t in targets}}}
+    dce(g)
+    return g.validate()
+
+
+def _backward(g: Graph, y: Value, targets: list[Value], upstream: set) -> dict:
+    """Walk the nodes between targets and loss in reverse, calling each VJP; returns the
+    total cotangent of every target."""
+    from tgraph.ops.elementwise import zeros
+    from tgraph.ops.registry import get_op
+
+    depends = set(targets)
+    active: list[Node] = []
+    for n in g.nodes:
+        if any(v in depends for v in n.inputs):
+            outs = [v for v in n.outputs if _is_float(v)]
+            depends.update(outs)
+            if any(v in upstream for v in outs):
+                active.append(n)
+    with g.scope("backward"):
+        contribs: dict[Value, list[Value]] = {y: [g.const(1.0, "seed", y.dtype)]}
+    for node in reversed(active):
+        with g.scope(f"backward/{node.scope}"), _tagged(g, node.name):
+            cts = [_total(contribs.pop(v, ())) for v in node.outputs]
+            if all(c is None for c in cts):
+                continue
+            in_cts = get_op(node.op).vjp(node, cts)
+        for v, c in zip(node.inputs, in_cts):
+            if c is not None and v in depends:
+                _check_cotangent(node, v, c)
+                contribs.setdefault(v, []).append(c)
+    out = {}
+    for t in targets:
+        with g.scope(f"backward/{t.scope}"), _tagged(g, t.name):
+            total = _total(contribs.get(t, ()))
+            out[t] = zeros(t) if total is None else total  # asked for, but unreachable
+    return out
+
+
+class _tagged:
+    """Mark the nodes added inside the block with the forward node they came from."""
+
+    def __init__(self, g: Graph, forward: str):
+        self.g, self.forward = g, forward
+
+    def __enter__(self):
+        self.start = len(self.g.nodes)
+
+    def __exit__(self, *exc):
+        for n in self.g.nodes[self.start:]:
+            n.meta["forward"] = self.forward
+
+
+def _total(parts) -> Value | None:
+    """Fan-out: a value used in several places gets the sum of their contributions."""
+    total = None
+    for p in parts:
+        total = p if total is None else total + p
+    return total
+
+
+def _check_cotangent(node: Node, v: Value, c: Value) -> None:
+    if c.type != v.type:
+        raise TGraphError(f"the VJP of {node.where()} gave a gradient {c.dtype}"
+                          f"[{fmt_shape(c.shape)}] for input {v.name!r} of type {v.dtype}"
+                          f"[{fmt_shape(v.shape)}]")
+
+
+def _is_float(v: Value) -> bool:
+    return v.dtype in FLOAT_DTYPES
+
+
+def _ancestors(g: Graph, y: Value) -> set:
+    """Every value the loss depends on, itself included."""
+    seen = {y}
+    for n in reversed(g.nodes):
+        if any(v in seen for v in n.outputs):
+            seen.update(n.inputs)
+    return seen
+
+
+def _resolve(by_name: dict, name: str, what: str) -> Value:
+    try:
+        return by_name[name]
+    except KeyError:
+        raise TGraphError(f"{what}: the graph has no value named {name!r}") from None
+
+
+def _resolve_loss(g: Graph, by_name: dict, name: str) -> Value:
+    y = g.outputs.get(name) or _resolve(by_name, name, "loss")
+    if y.shape != () or not _is_float(y):
+        raise TGraphError(f"the loss must be a float scalar; {name!r} is {y.type}")
+    return y
