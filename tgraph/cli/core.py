@@ -30,7 +30,10 @@ from tgraph.cli.common import (
 @json_option
 @plugin_option
 def ops_cmd(check_name, as_json):
-    """List registered ops (built-in and plugins) with their signatures, or check one.
+    """List the registered ops, or check one.
+
+    Built-in ops and those of loaded plugins, with their signatures. With --check, verify
+    one op's shape rule and gradient on its examples.
 
     Examples: tgraph ops --json; tgraph ops --check swiglu --plugin my_ops.py
     """
@@ -74,8 +77,11 @@ def check_one(name: str, as_json: bool) -> None:
                    "parent's row.")
 @json_option
 def info_cmd(graph, dims, depth, as_json):
-    """A model summary: per-scope output shapes, parameters, FLOPs and activation memory
-    (for the dims given, else the graph's own), then inputs, outputs and an op histogram.
+    """Model summary: params, FLOPs and memory per scope.
+
+    A table of the scopes down to --depth with the shapes leaving each, its parameters, its
+    FLOPs and the memory of the activations it produces (for the dims given, else the
+    graph's own), then inputs, outputs and an op histogram.
 
     Example: tgraph info gpt --preset tiny --depth 1 --dim B=8 --dim T=128
     """
