@@ -19,6 +19,7 @@ from tgraph.ops import OpDef, get_op, register_op
 from tgraph.ops.registry import _REGISTRY
 
 import tgraph as tg
+from tgraph import builder as tb
 from tgraph import plugins
 from tgraph.cli import main
 from tgraph.errors import TGraphError, UnknownOpError
@@ -95,6 +96,10 @@ def test_installed_package_registers_through_its_entry_point(installed):
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["swiglu"]["source"] == rows["rmsnorm"]["source"] == "tgraph-swiglu-rmsnorm"
     assert rows["swiglu"]["vjp"] and rows["rmsnorm"]["vjp"]
+    for op in ("swiglu", "rmsnorm"):  # shape rules, kernels and VJPs pass their check
+        check = tgraph_cmd("ops", "--check", op, cwd=tmp, env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.startswith(f"check_op {op} on numpy: ok")
     # Without the package on the path, the same command knows neither op.
     bare = tgraph_cmd("ops", "--json", cwd=tmp)
     assert {"swiglu", "rmsnorm"}.isdisjoint(r["name"] for r in json.loads(bare.stdout))
@@ -250,3 +255,39 @@ def test_graph_files_never_load_plugins(tmp_path, registry):
     out = tgraph_cmd("run", "cubed.json", "--random", cwd=tmp_path)
     assert out.returncode == 1 and "unknown op 'cube'" in out.stderr
     assert not marker.exists()
+
+
+# ----- checking a user's op -------------------------------------------------------------------
+def test_check_catches_a_wrong_gradient_and_a_wrong_shape_rule(tmp_path, registry):
+    examples = "\n    def examples(self, rng):\n        return [([rng.standard_normal(4)], {})]\n"
+    wrong_vjp = CUBE.replace("grads[0] * 3 * x * x", "grads[0] * 2 * x * x") + examples
+    write(tmp_path / "wrong_vjp.py", wrong_vjp)
+    out = CliRunner().invoke(main, ["ops", "--check", "cube", "--plugin",
+                                    str(tmp_path / "wrong_vjp.py")])
+    assert out.exit_code == 1
+    assert "check_op cube on numpy: FAILED" in out.output
+    assert "gradient of x0 differs from finite differences" in out.output
+    assert "error: op 'cube' failed its check in 1 of 1 case(s)" in out.output
+
+    wrong_shape = CUBE.replace('"cube"', '"cube_sum"').replace(
+        "return x * x * x", "return (x * x * x).sum()") + examples
+    write(tmp_path / "wrong_shape.py", wrong_shape)
+    out = CliRunner().invoke(main, ["ops", "--check", "cube_sum", "--json", "--plugin",
+                                    str(tmp_path / "wrong_shape.py")])
+    assert out.exit_code == 1
+    report = json.loads(out.output[:out.output.rindex("}") + 1])
+    assert not report["ok"] and "shape rule says float64[4]" in report["cases"][0]["problems"][0]
+
+
+def test_an_op_without_vjp_names_itself_when_a_gradient_must_flow(tmp_path, registry):
+    from tgraph.autodiff import grad
+    from tgraph.errors import NoGradientError
+
+    plugins.load_plugin(str(write(tmp_path / "no_vjp.py", CUBE.split("    def vjp")[0])))
+    assert not get_op("cube").has_vjp
+    g = tg.Graph("g")
+    with g.scope("block"):
+        y = g.apply("cube", [g.param("w", (3,))])
+    g.set_output("loss", tb.sum(y))
+    with pytest.raises(NoGradientError, match=r"op 'cube' has no gradient rule.*scope block"):
+        grad(g, "loss", wrt=["block/w"])
