@@ -66,7 +66,7 @@ def write(path: Path, text: str) -> Path:
 
 def tgraph_cmd(*args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "tgraph", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def cube_graph() -> tg.Graph:
