@@ -13,8 +13,6 @@ any registered op, a plugin's too.
 
 from __future__ import annotations
 
-import numpy as np
-
 from tgraph.ir import Value
 
 
@@ -128,4 +126,4 @@ def linear(x, w, b=None):
 
 def scale(x, factor: float, name: str | None = None):
     """x · factor with the factor kept as a named scalar constant (e.g. 1/√d_k)."""
-    return mul(x, x.graph.const(np.asarray(factor, dtype=x.dtype), name=name or "scale"))
+    return mul(x, x.graph.const(factor, name=name or "scale", dtype=x.dtype))
