@@ -29,7 +29,8 @@ class Group(click.Group):
         except TGraphError as e:
             fail(str(e))
         except OSError as e:
-            fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+            reason = e.strerror or str(e)
+            fail(f"{reason}: {e.filename}" if e.filename else reason)
 
 
 def fail(message: str) -> None:
