@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def tensor(a):
@@ -200,11 +200,11 @@ def bert(cfg, w, feeds):
 def transformer(cfg, w, feeds):
     scale = math.sqrt(cfg["d_model"])
     memory = encode(cfg, w, embed(cfg, w, feeds["src_tokens"], scale), "encoder",
-                    cfg["n_enc_layers"])
+                    cfg["n_enc_layers"] or cfg["n_layers"])
     y = embed(cfg, w, feeds["tgt_tokens"], scale)
     b, t, _ = y.shape
     mask = float_mask(cfg, b, t, t, causal=True, alibi=cfg["pos"] == "alibi")
-    for i in range(cfg["n_dec_layers"]):
+    for i in range(cfg["n_dec_layers"] or cfg["n_layers"]):
         y = layer(cfg, w, f"decoder/layer_{i}", decoder=True)(y, memory, tgt_mask=mask)
     return unembed(cfg, w, final_norm(cfg, w, y, "decoder"))
 

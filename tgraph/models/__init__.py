@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from tgraph.errors import TGraphError
 from tgraph.ir import Graph
-from tgraph.models import gpt
+from tgraph.models import bert, gpt, transformer, vit
 from tgraph.models.config import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (gpt.SPEC,)}
+MODELS: dict[str, ModelSpec] = {spec.name: spec 
+                               for spec in (transformer.SPEC, gpt.SPEC, bert.SPEC, vit.SPEC)}
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -39,11 +39,11 @@ def attention(cfg, x: Value, memory: Value | None = None, keep: Value | None = N
               causal: bool = False) -> Value:
     """Self-attention over x [B, T, D] (memory None) or cross-attention to memory [B, S, D].
 
-    ``keep`` is a bool [B, S] padding mask (True = real token). RoPE and ALiBi apply to
-    self-attention only: cross-attention compares positions of different sequences.
+    ``keep`` is a bool [B, S] padding mask (True = real token). Windows, RoPE and ALiBi
+    apply to self-attention only: cross-attention relates positions of different sequences.
     """
     kv = x if memory is None else memory
-    ctx = Context(keep=keep, causal=causal, window=cfg.window)
+    ctx = Context(keep=keep, causal=causal, window=cfg.window if memory is None else 0)
     if memory is None and cfg.pos == "rope":
         ctx.rope = positional.rope_tables(x, cfg.d_head)
     if memory is None and cfg.pos == "alibi":

@@ -9,8 +9,6 @@ from tgraph.ir import Graph, Value
 from tgraph.models import positional
 from tgraph.models.init import weight
 
-ADDITIVE_POS = ("sinusoidal", "learned")  # rope and alibi act inside attention instead
-
 
 def token_table(g: Graph, cfg) -> Value:
     """The [vocab, D] table; create it under the ``embed`` scope."""
@@ -25,22 +23,28 @@ def lookup(cfg, table: Value, tokens: Value) -> Value:
     return tb.gather(table, tokens)
 
 
-def add_positions(cfg, x: Value, max_len: int) -> Value:
-    """x [B, T, D] plus a sinusoidal or learned [T, D] encoding (rope/alibi: x unchanged)."""
+def position_table(g: Graph, cfg, length: int) -> Value | None:
+    """The learned [length, D] position table (pos=learned), else None."""
+    return weight(g, "position_table", (length, cfg.d_model), cfg) if cfg.pos == "learned" else None
+
+
+def add_positions(cfg, x: Value, table: Value | None) -> Value:
+    """x [B, T, D] plus a sinusoidal or learned [T, D] encoding (rope/alibi: x unchanged,
+    they act inside attention)."""
     if cfg.pos == "sinusoidal":
         return x + positional.sinusoidal(x)
     if cfg.pos == "learned":
-        table = weight(x.graph, "position_table", (max_len, cfg.d_model), cfg)
         return x + positional.learned(x, table)
     return x
 
 
-def embed_tokens(cfg, table: Value, tokens: Value, scale: bool = False) -> Value:
+def embed_tokens(cfg, tokens: Value, table: Value, positions: Value | None,
+                 scale: bool = False) -> Value:
     """Token lookup (×√D when ``scale``, as the 2017 paper does) plus positions."""
     x = lookup(cfg, table, tokens)
     if scale:
         x = tb.scale(x, float(np.sqrt(cfg.d_model)), name="sqrt_d_model")
-    return add_positions(cfg, x, cfg.max_len)
+    return add_positions(cfg, x, positions)
 
 
 def unembed(cfg, x: Value, table: Value) -> Value:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tgraph.ir import Graph
 from tgraph.models.config import ModelSpec, TokenConfig
-from tgraph.models.embeddings import embed_tokens, finish, token_table, unembed
+from tgraph.models.embeddings import embed_tokens, finish, position_table, token_table, unembed
 from tgraph.models.layers import encoder_layer, stack
 
 
@@ -24,7 +24,7 @@ def build(g: Graph, cfg: GPTConfig, loss: bool) -> None:
     tokens = g.input("tokens", "int64", ("B", "T"))
     with g.scope("embed"):
         table = token_table(g, cfg)
-        x = embed_tokens(cfg, table, tokens)
+        x = embed_tokens(cfg, tokens, table, position_table(g, cfg, cfg.max_len))
     with g.scope("decoder"):
         x = stack(cfg, x, cfg.n_layers, lambda h: encoder_layer(cfg, h, causal=True))
     with g.scope("head"):
@@ -40,8 +40,8 @@ SPEC = ModelSpec(
     io="tokens int64[B,T] -> logits [B,T,vocab]; --loss: + targets int64[B,T] -> loss",
     presets={
         "tiny": {},
-        "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_ff=3072, vocab=50257,
-                           max_len=1024, activation="gelu_tanh"),
+        "gpt2-small": {"n_layers": 12, "d_model": 768, "n_heads": 12, "d_ff": 3072,
+                       "vocab": 50257, "max_len": 1024, "activation": "gelu_tanh"},
     },
     dims=lambda cfg: {"B": 1, "T": min(cfg.max_len, 128)},
     int_ranges=lambda cfg: {"tokens": cfg.vocab, "targets": cfg.vocab},
