@@ -6,7 +6,9 @@ scratch folder (where ``examples/`` of this repository is visible).
   (its expected output) hold one starting with ``error:``: then it must exit 1 and print
   that line on stderr.
 - A ```python block runs as a script, so the files it writes exist for the commands after
-  it. Show code that is not meant to run in a plain ``` or ```text block.
+  it. One whose first line is ``# file: NAME.py`` is also saved as NAME.py there (a
+  plugin for ``--plugin NAME.py``, say). Show code that is not meant to run in a plain
+  ``` or ```text block.
 
 Other ``$`` lines (``$ pip install ...``) are shown to readers, not run.
 """
@@ -71,6 +73,9 @@ def test_readme_examples_run(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     failures = []
     for kind, code, error in steps:
+        saved_as = re.match(r"# file: (\S+\.py)\n", code) if kind == "python" else None
+        if saved_as:
+            (tmp_path / saved_as.group(1)).write_text(code)
         argv = ([sys.executable, "-c", code] if kind == "python" else
                 ["bash", "-c", f"set -o pipefail; {code}"])
         out = subprocess.run(argv, cwd=tmp_path, env=env, check=False, capture_output=True,
