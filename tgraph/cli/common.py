@@ -1,5 +1,6 @@
 """What every command shares: the GRAPH-or-MODEL argument, model options, feeds, dims,
-plugins, and turning a TGraphError into one line on stderr with exit code 1."""
+plugins, --json, --quiet/--verbose with a progress bar for long work, and turning a
+TGraphError into one line on stderr with exit code 1."""
 
 from __future__ import annotations
 
