@@ -12,7 +12,7 @@ import tgraph
 from tgraph.models import build_model
 from tgraph.models.layout import to_layout
 
-SMALL = dict(n_layers=2, d_model=16, n_heads=4, d_ff=32)
+SMALL = {"n_layers": 2, "d_model": 16, "n_heads": 4, "d_ff": 32}
 TOKENS = dict(SMALL, vocab=23, max_len=12)
 BASE = {
     "gpt": TOKENS,
@@ -52,7 +52,7 @@ def feeds_for(model, graph, b=2, t=5, seed=1):
     feeds = {"tokens": rng.integers(0, cfg["vocab"], (b, t))}
     if model == "bert":
         keep = np.ones((b, t), dtype=bool)
-        keep[1, t - 2:] = False  # the second sequence is padded
+        keep[-1, max(1, t - 2):] = False  # the last sequence is padded
         feeds["attention_mask"] = keep
     return feeds
 

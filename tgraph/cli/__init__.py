@@ -7,6 +7,7 @@ import click
 from tgraph.cli.common import Group
 from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
+from tgraph.cli.models_cmd import build_cmd, models_cmd
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,5 +16,5 @@ def main():
     """tgraph: build, render, run, differentiate and compile Transformer graphs."""
 
 
-for command in (ops_cmd, info_cmd, run_cmd, compile_cmd):
+for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd):
     main.add_command(command)

@@ -49,8 +49,8 @@ class AttentionConfig:
     #: one line per key for ``tgraph models``
     HELP: ClassVar[dict[str, str]] = {
         "n_layers": "layers in the stack",
-        "n_enc_layers": "encoder layers",
-        "n_dec_layers": "decoder layers",
+        "n_enc_layers": "encoder layers (0 = n_layers)",
+        "n_dec_layers": "decoder layers (0 = n_layers)",
         "d_model": "width of the residual stream",
         "n_heads": "attention heads (d_model must divide by it)",
         "d_ff": "hidden width of the feed-forward block",
@@ -167,6 +167,14 @@ class ModelSpec:
     dims: Callable[[Any], dict[str, int]] = lambda cfg: {"B": 1}
     #: integer inputs' exclusive upper bounds: cfg -> {"tokens": vocab, ...}
     int_ranges: Callable[[Any], dict[str, int]] = lambda cfg: {}
+
+    def options(self) -> list[dict[str, Any]]:
+        """Every config key with its type, default, choices and meaning (``tgraph models``)."""
+        types = typing.get_type_hints(self.config)
+        return [{"key": f.name, "type": types[f.name].__name__, "default": f.default,
+                 "choices": list(self.config.CHOICES.get(f.name, ())),
+                 "help": self.config.HELP.get(f.name, "")}
+                for f in dataclasses.fields(self.config)]
 
     def make_config(self, preset: str | None = None, **overrides):
         if preset is not None and preset not in self.presets:

@@ -40,7 +40,11 @@ def to_layout(params: Mapping[str, np.ndarray], graph: Graph) -> dict[str, np.nd
         elif m:
             per_head[(m["block"], m["leaf"])][int(m["h"])] = arr
     for (block, leaf), heads in per_head.items():  # split -> batched
-        parts = [heads[h] for h in sorted(heads)]
+        lost = [h for h in range(n_heads) if h not in heads]
+        if lost:
+            raise TGraphError(f"weights lack {block}/head_{lost[0]}/{leaf}: every head of a "
+                              "block is needed to batch it")
+        parts = [heads[h] for h in range(n_heads)]
         joined = np.concatenate(parts, -1) if leaf in COLUMNS else np.stack(parts)
         out[f"{block}/{leaf}"] = joined.reshape(shapes[f"{block}/{leaf}"])
     for name, shape in shapes.items():  # batched -> split
