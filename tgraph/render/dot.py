@@ -1,0 +1,170 @@
+"""Draw a View as DOT: nested clusters, styled items, shape-labelled edges, a legend.
+
+Every piece of text is escaped here, once: HTML-like labels through ``html.escape``,
+plain attributes through ``graphviz.escape`` (so a name holding ``\\N``, quotes, ``<`` or
+a newline is shown as written and cannot break the file).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+
+import graphviz
+
+from tgraph.render.heat import heat_fill
+from tgraph.render.hierarchy import Path
+from tgraph.render.view import HEAT_NAMES, View
+
+FONT = "Helvetica"
+INK = "#444444"
+BACKWARD = "#6a3d9a"
+RESIDUAL = "#d95f02"
+WEIGHT = "#a08a00"
+
+SMALL = {"fontsize": "7", "height": "0.2", "width": "0.3", "margin": "0.04,0.01"}
+ITEM_STYLE = {
+    "op": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": INK,
+           "fontsize": "10", "height": "0.3", "margin": "0.1,0.03"},
+    "block": {"shape": "box", "style": "filled", "fillcolor": "#dbe9f6", "color": "#2c5d8a",
+              "fontsize": "10", "margin": "0.12,0.06"},
+    "weight": {"shape": "box", "style": "filled", "fillcolor": "#fff4b8", "color": WEIGHT,
+               **SMALL},
+    "const": {"shape": "box", "style": "filled,dashed", "fillcolor": "#eeeeee",
+              "color": "#888888", **SMALL},
+    "input": {"shape": "invhouse", "style": "filled,bold", "fillcolor": "#c7e9c0",
+              "color": "#238b45", "fontsize": "10"},
+    "output": {"shape": "house", "style": "filled,bold", "fillcolor": "#fdd0a2",
+               "color": "#a63603", "fontsize": "10"},
+    "grad": {"shape": "house", "style": "filled", "fillcolor": "#e5d8f5", "color": BACKWARD,
+             "fontsize": "8", "height": "0.25", "margin": "0.04,0.02"},
+}
+MARK_STYLE = {  # applied after ITEM_STYLE, in this order
+    "backward": {"color": BACKWARD, "fillcolor": "#f1ebf9"},
+    "residual": {"color": RESIDUAL, "fillcolor": "#fde0c5"},
+    "folded": {"peripheries": "2"},
+    "changed": {"color": "#b35806", "fillcolor": "#fee0b6", "penwidth": "2"},
+    "moved": {"color": "#2166ac", "fillcolor": "#c6dbef", "penwidth": "2"},
+    "added": {"color": "#1a9850", "fillcolor": "#d9f0d3", "penwidth": "2"},
+    "removed": {"color": "#d73027", "fillcolor": "#fddbc7", "penwidth": "2",
+                "style": "filled,dashed"},
+}
+EDGE_STYLE = {
+    "weight": {"color": WEIGHT, "arrowsize": "0.4", "penwidth": "0.7"},
+    "residual": {"color": RESIDUAL, "penwidth": "2.2", "fontcolor": RESIDUAL},
+    "backward": {"color": BACKWARD, "fontcolor": BACKWARD, "dir": "back"},
+    "saved": {"color": BACKWARD, "style": "dashed", "constraint": "false",
+              "fontcolor": BACKWARD, "arrowhead": "empty"},
+    "added": {"color": "#1a9850", "penwidth": "2.2", "fontcolor": "#1a9850"},
+    "removed": {"color": "#d73027", "style": "dashed", "penwidth": "1.6", "constraint": "false",
+                "fontcolor": "#d73027"},
+}
+CLUSTER_FILLS = ("#f4f6f8", "#e8eef5", "#f9f9f9", "#edf3ea", "#f8f4ec")
+LEGEND = {  # mark or kind -> (swatch colour, text)
+    "input": ("#c7e9c0", "model input"),
+    "output": ("#fdd0a2", "model output"),
+    "op": ("#ffffff", "primitive op"),
+    "weight": ("#fff4b8", "parameter (weight), drawn beside its op"),
+    "const": ("#eeeeee", "constant tensor"),
+    "block": ("#dbe9f6", "collapsed block: shapes, params, FLOPs"),
+    "folded": ("#dbe9f6", "×N: identical blocks, one drawn"),
+    "residual": ("#fde0c5", "residual add; thick orange edge = skip path"),
+    "backward": ("#f1ebf9", "backward pass; dashed = saved activation"),
+    "grad": ("#e5d8f5", "∂L/∂w: gradient output"),
+    "added": ("#d9f0d3", "only in B (added)"),
+    "removed": ("#fddbc7", "only in A (removed)"),
+    "moved": ("#c6dbef", "in both, moved to new inputs"),
+    "changed": ("#fee0b6", "in both, attributes or shapes changed"),
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def html_text(text: str) -> str:
+    return html.escape(_CONTROL.sub(" ", str(text)), quote=True)
+
+
+def plain(text: str) -> str:
+    return graphviz.escape(_CONTROL.sub(" ", str(text)))
+
+
+def item_label(lines: list[str], kind: str) -> str:
+    title, *rest = lines
+    small = 8 if kind in ("op", "block", "input", "output") else 7
+    body = "".join(f'<BR/><FONT POINT-SIZE="{small}" COLOR="#555555">{html_text(x)}</FONT>'
+                   for x in rest)
+    bold = kind in ("op", "block", "input", "output")
+    return f"<{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}{body}>"
+
+
+def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> graphviz.Digraph:
+    g = graphviz.Digraph("tgraph", graph_attr={
+        "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t", "newrank": "true",
+        "label": f"<<B>{html_text(view.title)}</B>>", "nodesep": "0.18", "ranksep": "0.28",
+        "tooltip": plain(view.title)},
+        node_attr={"fontname": FONT}, edge_attr={
+            "fontname": FONT, "fontsize": "7", "color": "#555555", "fontcolor": "#333333",
+            "arrowsize": "0.6"})
+    if len(view.items) > large:
+        # Network simplex can take minutes on long edges in big graphs; two passes suffice.
+        g.graph_attr.update(nslimit="2", nslimit1="2")
+    members: dict[Path, list[str]] = {}
+    for node_id, item in view.items.items():
+        members.setdefault(item.cluster, []).append(node_id)
+    children: dict[Path, list[Path]] = {}
+    for path in view.cluster_titles:
+        children.setdefault(path[:-1], []).append(path)
+    _emit(g, (), view, members, children, itertools.count())
+    for e in view.edges:
+        attrs = {"label": plain(e.label)} if e.label else {}
+        for mark in sorted(e.marks):
+            attrs.update(EDGE_STYLE.get(mark, {}))
+        if attrs.get("dir") == "back":  # backward flows upward beside the forward pass
+            g.edge(e.dst, e.src, **attrs)
+        else:
+            g.edge(e.src, e.dst, **attrs)
+    _legend(g, view)
+    return g
+
+
+def _emit(g, path: Path, view: View, members, children, serial) -> None:
+    for node_id in members.get(path, []):
+        item = view.items[node_id]
+        attrs = dict(ITEM_STYLE[item.kind])
+        for mark, style in MARK_STYLE.items():
+            if mark in item.marks:
+                attrs.update(style)
+        if item.heat is not None and view.heat:
+            attrs["fillcolor"] = heat_fill(item.heat, view.heat)
+        g.node(node_id, item_label(item.lines, item.kind), tooltip=plain(item.tooltip), **attrs)
+    if path == ():  # inputs on top, outputs at the bottom
+        for kind, rank in (("input", "source"), ("output", "sink")):
+            ids = [i for i in members.get((), []) if view.items[i].kind == kind]
+            if ids:
+                g.body.append("{{rank={}; {}}}\n".format(rank, "; ".join(ids)))
+    for child in children.get(path, []):
+        title, *sub = view.cluster_titles[child]
+        back = child[0] == "backward"
+        label = f"<<B>{html_text(title)}</B>" + "".join(
+            f'<BR/><FONT POINT-SIZE="8">{html_text(s)}</FONT>' for s in sub) + ">"
+        with g.subgraph(name=f"cluster_{next(serial)}") as c:
+            c.attr(label=label, labeljust="l", fontsize="10", style="rounded,filled",
+                   fillcolor="#faf7fd" if back else CLUSTER_FILLS[(len(child) - 1) % 5],
+                   color=BACKWARD if back else "#8c8c8c",
+                   penwidth="2" if child in view.folded_clusters else "1",
+                   tooltip=plain("/".join(child)))
+            _emit(c, child, view, members, children, serial)
+
+
+def _legend(g, view: View) -> None:
+    shown = {i.kind for i in view.items.values()}
+    shown |= {m for i in view.items.values() for m in i.marks}
+    rows = "".join(
+        f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{html_text(text)}</TD></TR>'
+        for key, (colour, text) in LEGEND.items() if key in shown)
+    if view.heat:
+        rows += (f'<TR><TD BGCOLOR="{heat_fill(1.0, view.heat)}"> </TD><TD ALIGN="LEFT">'
+                 f'darker = larger share of {HEAT_NAMES[view.heat]}</TD></TR>')
+    rows += '<TR><TD COLSPAN="2" ALIGN="LEFT">edge labels: tensor shapes</TD></TR>'
+    g.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">{rows}</TABLE>>',
+           shape="box", style="rounded", color="#bbbbbb", fontsize="8", tooltip="legend")

@@ -1,0 +1,56 @@
+"""Text inside the boxes: op labels with their folded scalar constants, block summaries.
+
+Everything here returns plain text lines; dot.py escapes them (names are user data).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tgraph.ir import CONST, Node
+from tgraph.ops.registry import get_op
+from tgraph.summary import human
+
+
+def is_scalar_const(v) -> bool:
+    return v.kind == CONST and v.data is not None and v.data.size == 1
+
+
+def fmt_scalar(x: float) -> str:
+    """0.125 -> '1/√64', 2.0 -> '2', -inf -> '−∞'."""
+    x = float(x)
+    if math.isinf(x):
+        return "−∞" if x < 0 else "∞"
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    if 0 < x < 1:
+        k = round(1 / (x * x))
+        if k > 1 and math.isclose(x, k ** -0.5, rel_tol=1e-6):
+            return f"1/√{k}"
+    return f"{x:.4g}"
+
+
+def op_label(n: Node) -> str:
+    """The op's own label (key attrs) with scalar constants written in: '× 1/√64'."""
+    text = get_op(n.op).label(**n.attrs)
+    consts = [(i, fmt_scalar(np.asarray(v.data).reshape(()))) for i, v in enumerate(n.inputs)
+              if is_scalar_const(v)]
+    if not consts:
+        return text
+    if len(n.inputs) == 2 and len(consts) == 1:  # binary op: keep the operand order
+        i, c = consts[0]
+        return f"{text} {c}" if i == 1 else f"{c} {text} ·"
+    return f"{text} ({', '.join(c for _, c in consts)})"
+
+
+def block_lines(title: str, ins: list[str], outs: list[str], params: int, flops: int) -> list[str]:
+    """What a collapsed block shows: its name, shapes in and out, parameters and FLOPs."""
+    lines = [title]
+    if ins:
+        lines.append("in: " + ", ".join(ins))
+    if outs:
+        lines.append("out: " + ", ".join(outs))
+    lines.append(f"params {human(params)} · FLOPs {human(flops)}")
+    return lines

@@ -1,0 +1,255 @@
+"""What a diagram shows, before any drawing: items (ops, collapsed blocks, weights, inputs,
+outputs), edges labelled with shapes, and the clusters the items sit in.
+
+``build_view`` turns a Graph into a View at a depth, with identical blocks folded or not;
+diff.py builds a View from two graphs; dot.py draws any View.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tgraph.execute import default_dims, node_flops
+from tgraph.ir import CONST, INPUT, PARAM, Graph, Node, Value
+from tgraph.ops.registry import get_op
+from tgraph.render.fold import Folding
+from tgraph.render.hierarchy import Path, ScopeTree, collapsed_at, is_backward, split_scope
+from tgraph.render.labels import block_lines, is_scalar_const, op_label
+from tgraph.shapes import fmt_shape
+
+GRAD_PREFIX = "grad/"
+# Ops that read only their input's shape: a path through them is no skip connection
+# (token embedding + position embedding is not a residual add).
+SHAPE_ONLY_OPS = {"positions"}
+HEAT_NAMES = {"flops": "FLOPs", "params": "parameters"}
+
+
+@dataclass
+class Item:
+    kind: str  # op | block | weight | const | input | output | grad
+    lines: list[str]  # the first line is the title
+    cluster: Path
+    tooltip: str = ""
+    marks: set[str] = field(default_factory=set)  # residual, backward, folded, added, ...
+    heat: float | None = None  # FLOPs or parameters relative to the largest item's
+
+
+@dataclass
+class Edge:
+    src: str
+    dst: str
+    label: str = ""
+    marks: set[str] = field(default_factory=set)  # residual, weight, saved, backward, ...
+
+
+@dataclass
+class View:
+    title: str
+    items: dict[str, Item] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
+    cluster_titles: dict[Path, list[str]] = field(default_factory=dict)
+    folded_clusters: set[Path] = field(default_factory=set)
+    heat: str | None = None
+    ids: dict = field(default_factory=dict, repr=False)  # item key -> DOT id
+
+    def add(self, key, item: Item) -> str:
+        """Add an item under a hashable key, once; returns its DOT id."""
+        if key not in self.ids:
+            self.ids[key] = f"n{len(self.ids)}"
+            self.items[self.ids[key]] = item
+        return self.ids[key]
+
+
+def residual_inputs(graph: Graph) -> set[tuple[int, int]]:
+    """(id(add node), input index) of skip connections: an add one of whose inputs also
+    feeds, through at least one other node, the add's other input."""
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    found = set()
+    for n in graph.nodes:
+        if n.op != "add" or len(n.inputs) != 2 or any(v.kind in (PARAM, CONST) for v in n.inputs):
+            continue
+        for k, (skip, other) in enumerate([n.inputs, n.inputs[::-1]]):
+            if other.node is not None and _reaches(skip, other.node, order):
+                found.add((id(n), k))
+    return found
+
+
+def _reaches(v: Value, target: Node, order: dict[int, int]) -> bool:
+    """Does value ``v`` flow into ``target``? Searches backward, never before v's producer."""
+    floor = order[id(v.node)] if v.node is not None else -1
+    stack, seen = [target], set()
+    while stack:
+        n = stack.pop()
+        if n.op in SHAPE_ONLY_OPS:
+            continue
+        for u in n.inputs:
+            if u is v:
+                return True
+            p = u.node
+            if p is not None and order[id(p)] > floor and id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return False
+
+
+def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
+               heat: str | None = None) -> View:
+    tree = ScopeTree.of(graph)
+    folding = Folding.of(tree) if fold else Folding.none()
+    view = View(graph.name, heat=heat)
+    env = default_dims(graph)
+    residual = residual_inputs(graph)
+    run_roots = [run.members[0] for run in folding.runs]
+    blocks: dict[str, dict] = {}  # block id -> accumulated stats
+    param_home: dict[int, str] = {}  # id(param) -> the unit that counts it
+    units: dict[int, str] = {}
+
+    def unit(n: Node) -> str:
+        d = folding.drawn(n)
+        if id(d) in units:
+            return units[id(d)]
+        path = split_scope(d.scope)
+        box = collapsed_at(path, depth)
+        if box is None:
+            u = view.add(("op", id(d)), Item("op", [op_label(d)], path, _tip(d)))
+            if d.outputs and any((id(d), k) in residual for k in range(2)):
+                view.items[u].marks.add("residual")
+        else:
+            u = view.add(("block", box), Item("block", [], box[:-1]))
+            blocks.setdefault(u, {"path": box, "flops": 0, "params": 0})
+        if is_backward(path):
+            view.items[u].marks.add("backward")
+        units[id(d)] = u
+        return u
+
+    def counted(n: Node, u: str) -> bool:
+        """Does ``n`` add to the numbers of unit ``u``? A block stands for its own folded
+        copies, but not for the hidden copies of the blocks around it."""
+        if u not in blocks:
+            return folding.drawn(n) is n
+        path = blocks[u]["path"]
+        return all(c == 0 for r, c in folding.copy_of.get(id(n), ())
+                   if len(run_roots[r]) < len(path) and path[: len(run_roots[r])] == run_roots[r])
+
+    stats: dict[str, dict] = {}
+    seen_edges: set = set()
+    for n in graph.nodes:
+        dst = unit(n)
+        d = folding.drawn(n)
+        if counted(n, dst):
+            s = stats.setdefault(dst, {"flops": 0, "params": 0})
+            s["flops"] += node_flops(get_op(n.op), n, env)
+            for v in n.inputs:
+                if v.kind == PARAM and param_home.setdefault(id(v), dst) == dst:
+                    s["params"] += math.prod(v.shape)
+        for k, v in enumerate(n.inputs):
+            if v.kind in (PARAM, CONST):
+                if d is n and view.items[dst].kind == "op" and not is_scalar_const(v):
+                    _weight(view, dst, n, k, v)
+                continue
+            if v.kind == INPUT:
+                src = view.add(("input", v.name), Item("input", [f"input {v.name}",
+                               f"{fmt_shape(v.shape)} {v.dtype}"], (), v.name, {"io"}))
+                key = (src, dst, v.name)
+            else:
+                if folding.crosses_copies(v.node, n):
+                    continue
+                src = unit(v.node)
+                dv = folding.drawn(v.node)
+                key = (src, dst, id(dv), v.node.outputs.index(v))
+            if src == dst or key in seen_edges:
+                continue
+            seen_edges.add(key)
+            view.edges.append(Edge(src, dst, fmt_shape(v.shape),
+                                   _edge_marks(view, src, dst, (id(n), k) in residual)))
+    grads_in: dict[str, int] = {}  # block id -> gradient outputs it produces
+    for name, v in graph.outputs.items():
+        grad = name.startswith(GRAD_PREFIX)
+        if grad and v.node is not None and unit(v.node) in blocks:
+            grads_in[unit(v.node)] = grads_in.get(unit(v.node), 0) + 1
+            continue
+        out = view.add(("output", name), Item(
+            "grad" if grad else "output",
+            [f"∂L/∂{name[len(GRAD_PREFIX):].rpartition('/')[2]}" if grad else f"output {name}",
+             *([] if grad else [f"{fmt_shape(v.shape)} {v.dtype}"])], (), name,
+            {"backward"} if grad else {"io"}))
+        if v.node is not None:
+            src = unit(v.node)
+            view.edges.append(Edge(src, out, fmt_shape(v.shape),
+                                   {"backward"} if grad else set()))
+    _finish_blocks(view, blocks, stats, folding, graph.name, grads_in)
+    add_cluster_titles(view, folding)
+    if heat:
+        _shade(view, stats, heat)
+    return view
+
+
+def _tip(n: Node) -> str:
+    outs = ", ".join(f"{fmt_shape(v.shape)} {v.dtype}" for v in n.outputs)
+    return f"{n.name} ({n.op}) in {n.scope or '<top level>'} → {outs}"
+
+
+def _weight(view: View, dst: str, n: Node, k: int, v: Value) -> None:
+    """One small weight (or constant) node per consumer, drawn beside it: never a long
+    edge from one shared node, which both misleads and slows the layout."""
+    kind = "weight" if v.kind == PARAM else "const"
+    w = view.add((kind, id(n), k), Item(kind, [v.name.rpartition("/")[2], fmt_shape(v.shape)],
+                                        view.items[dst].cluster, v.name))
+    view.items[w].marks |= view.items[dst].marks & {"backward"}
+    view.edges.append(Edge(w, dst, "", {"weight"}))
+
+
+def _edge_marks(view: View, src: str, dst: str, skip: bool) -> set[str]:
+    back_src = "backward" in view.items[src].marks
+    back_dst = "backward" in view.items[dst].marks
+    marks = {"residual"} if skip else set()
+    if back_dst:
+        marks.add("backward" if back_src else "saved")
+    return marks
+
+
+def _finish_blocks(view: View, blocks, stats, folding: Folding, graph_name: str,
+                   grads_in: dict[str, int]) -> None:
+    ins: dict[str, list[str]] = {u: [] for u in blocks}
+    outs: dict[str, list[str]] = {u: [] for u in blocks}
+    for e in view.edges:
+        for u, side in ((e.dst, ins), (e.src, outs)):
+            if u in side and e.label and e.label not in side[u]:
+                side[u].append(e.label)
+    for u, b in blocks.items():
+        path = b["path"]
+        run = folding.run_at.get(path)
+        title = run.title() if run else (path[-1] if path else graph_name)
+        s = stats.get(u, {"flops": 0, "params": 0})
+        item = view.items[u]
+        item.lines = block_lines(title, ins[u], outs[u], s["params"], s["flops"])
+        if run:
+            item.lines.insert(1, run.span())
+            item.marks.add("folded")
+        if grads_in.get(u):
+            item.lines.append(f"→ {grads_in[u]} gradient outputs ∂L/∂w")
+        item.tooltip = "/".join(path) or graph_name
+
+
+def add_cluster_titles(view: View, folding: Folding) -> None:
+    for item in list(view.items.values()):
+        path = item.cluster
+        for i in range(1, len(path) + 1):
+            p = path[:i]
+            if p in view.cluster_titles:
+                continue
+            run = folding.run_at.get(p)
+            view.cluster_titles[p] = [run.title(), f"{run.span()}: one drawn"] if run else [p[-1]]
+            if run:
+                view.folded_clusters.add(p)
+
+
+def _shade(view: View, stats, heat: str) -> None:
+    total = sum(s[heat] for s in stats.values()) or 1
+    top = max((s[heat] for s in stats.values()), default=0) or 1
+    for u, s in stats.items():
+        share = s[heat] / total
+        view.items[u].heat = s[heat] / top
+        if view.items[u].kind == "block":
+            view.items[u].lines.append(f"{100 * share:.1f}% of {HEAT_NAMES[heat]}")
