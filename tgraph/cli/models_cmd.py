@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import echo_json, json_option, output_option, parse_pairs
+from tgraph.cli.common import (echo_json, json_option, output_option, parse_pairs,
+                               plugin_option)
 
 
 @click.command("models")
 @json_option
+@plugin_option
 def models_cmd(as_json):
     """List models with their inputs/outputs, presets and config keys.
 
@@ -42,6 +44,7 @@ def models_cmd(as_json):
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Also write freshly initialised weights to this .npz.")
 @click.option("--seed", default=0, show_default=True, help="Seed for --weights.")
+@plugin_option
 def build_cmd(model, preset, sets, loss, output, weights, seed):
     """Build a model from the zoo and save its graph (and optionally initial weights).
 
