@@ -1,8 +1,8 @@
 """Draw a View as DOT: nested clusters, styled items, shape-labelled edges, a legend.
 
 Every piece of text is escaped here, once: HTML-like labels through ``html.escape``,
-plain attributes through ``graphviz.escape`` (so a name holding ``\\N``, quotes, ``<`` or
-a newline is shown as written and cannot break the file).
+plain attributes through ``plain`` (so a name holding ``\\N``, quotes, ``<`` or a newline
+is shown as written and cannot break the file).
 """
 
 from __future__ import annotations
@@ -81,11 +81,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def html_text(text: str) -> str:
-    return html.escape(_CONTROL.sub(" ", str(text)), quote=True)
+    # dot expands \G, \N, ... even in HTML node labels, entities or not: a word joiner
+    # (invisible) after each backslash keeps the text as written
+    return html.escape(_CONTROL.sub(" ", str(text)), quote=True).replace("\\", "\\&#8288;")
 
 
 def plain(text: str) -> str:
-    return graphviz.escape(_CONTROL.sub(" ", str(text)))
+    """A quoted attribute (tooltip, edge label); quotes are escaped by graphviz.quote."""
+    return _CONTROL.sub(" ", str(text)).replace("\\", "\\\\\u2060")
 
 
 def item_label(lines: list[str], kind: str) -> str:
@@ -117,6 +120,8 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> graphviz.Digrap
     _emit(g, (), view, members, children, itertools.count())
     for e in view.edges:
         attrs = {"label": plain(e.label)} if e.label else {}
+        if e.marks:  # SVG classes: style or query the drawing with CSS
+            attrs["class"] = " ".join(sorted(e.marks))
         for mark in sorted(e.marks):
             attrs.update(EDGE_STYLE.get(mark, {}))
         if attrs.get("dir") == "back":  # backward flows upward beside the forward pass
@@ -136,7 +141,8 @@ def _emit(g, path: Path, view: View, members, children, serial) -> None:
                 attrs.update(style)
         if item.heat is not None and view.heat:
             attrs["fillcolor"] = heat_fill(item.heat, view.heat)
-        g.node(node_id, item_label(item.lines, item.kind), tooltip=plain(item.tooltip), **attrs)
+        g.node(node_id, item_label(item.lines, item.kind), tooltip=plain(item.tooltip),
+               **{"class": " ".join([item.kind, *sorted(item.marks)])}, **attrs)
     if path == ():  # inputs on top, outputs at the bottom
         for kind, rank in (("input", "source"), ("output", "sink")):
             ids = [i for i in members.get((), []) if view.items[i].kind == kind]
@@ -167,4 +173,5 @@ def _legend(g, view: View) -> None:
                  f'darker = larger share of {HEAT_NAMES[view.heat]}</TD></TR>')
     rows += '<TR><TD COLSPAN="2" ALIGN="LEFT">edge labels: tensor shapes</TD></TR>'
     g.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">{rows}</TABLE>>',
-           shape="box", style="rounded", color="#bbbbbb", fontsize="8", tooltip="legend")
+           shape="box", style="rounded", color="#bbbbbb", fontsize="8", tooltip="legend",
+           **{"class": "legend"})
