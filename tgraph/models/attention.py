@@ -55,59 +55,54 @@ def attention(cfg, x: Value, memory: Value | None = None, keep: Value | None = N
 
 
 def split_heads(cfg, x: Value, kv: Value, ctx: Context) -> Value:
-    g = x.graph
     keep = padding_keep(ctx.keep, 1)  # [B, 1, S]
     outs = []
     for h in range(cfg.n_heads):
-        with g.scope(f"head_{h}"):
-            q = tb.linear(x, weight(g, "w_q", (cfg.d_model, cfg.d_head), cfg),
-                          zeros(g, "b_q", (cfg.d_head,), cfg))
-            k = tb.linear(kv, weight(g, "w_k", (cfg.d_model, cfg.d_head), cfg),
-                          zeros(g, "b_k", (cfg.d_head,), cfg))
-            v = values(cfg, kv, ())
+        with x.graph.scope(f"head_{h}"):
+            q, k = project(cfg, x, "q", cfg.d_head), project(cfg, kv, "k", cfg.d_head)
             slope = None if ctx.distance is None else positional.alibi_slopes(cfg.n_heads)[h]
-            outs.append(attend(cfg, q, k, v, ctx, keep, (), slope))
+            outs.append(attend(cfg, q, k, values(cfg, kv, ()), ctx, keep, (), slope))
     return outs[0] if len(outs) == 1 else tb.concat(*outs, axis=-1)
 
 
 def batched_heads(cfg, x: Value, kv: Value, ctx: Context) -> Value:
-    g = x.graph
     lead = (cfg.n_heads,)
     keep = padding_keep(ctx.keep, 2)  # [B, 1, 1, S]
-    q = to_heads(cfg, tb.linear(x, weight(g, "w_q", (cfg.d_model, cfg.d_model), cfg),
-                                zeros(g, "b_q", (cfg.d_model,), cfg)))
-    k = to_heads(cfg, tb.linear(kv, weight(g, "w_k", (cfg.d_model, cfg.d_model), cfg),
-                                zeros(g, "b_k", (cfg.d_model,), cfg)))
-    v = values(cfg, kv, lead)
+    q = to_heads(cfg, project(cfg, x, "q", cfg.d_model))
+    k = to_heads(cfg, project(cfg, kv, "k", cfg.d_model))
     slopes = None
     if ctx.distance is not None:
         slopes = positional.alibi_slopes(cfg.n_heads).reshape(cfg.n_heads, 1, 1)
-    out = attend(cfg, q, k, v, ctx, keep, lead, slopes)  # [B, H, T, d_head]
+    out = attend(cfg, q, k, values(cfg, kv, lead), ctx, keep, lead, slopes)  # [B, H, T, dh]
     out = tb.transpose(out, (0, 2, 1, 3))
     return tb.reshape(out, (*out.shape[:2], cfg.d_model))
 
 
+def project(cfg, x: Value, name: str, width: int) -> Value:
+    """x·W_name + b_name, W [D, width]: one head's Q, K or V (width d_head) or all heads'."""
+    g = x.graph
+    return tb.linear(x, weight(g, f"w_{name}", (cfg.d_model, width), cfg),
+                     zeros(g, f"b_{name}", (width,), cfg))
+
+
 def to_heads(cfg, x: Value) -> Value:
-    """[B, T, D] -> [B, H, T, d_head]."""
-    b, t, _ = x.shape
-    return tb.transpose(tb.reshape(x, (b, t, cfg.n_heads, cfg.d_head)), (0, 2, 1, 3))
+    """[B, T, H·w] -> [B, H, T, w]."""
+    b, t, width = x.shape
+    return tb.transpose(tb.reshape(x, (b, t, cfg.n_heads, width // cfg.n_heads)), (0, 2, 1, 3))
 
 
 def values(cfg, kv: Value, lead: tuple) -> Value:
     """V for one head (lead ()) or all heads (lead (H,)): full, or low rank
     value-down [D, r] then value-up [r, d_head] per head (no bias)."""
-    g = kv.graph
+    heads = lead[0] if lead else 1
     if not cfg.value_rank:
-        width = cfg.d_head * (lead[0] if lead else 1)
-        v = tb.linear(kv, weight(g, "w_v", (cfg.d_model, width), cfg),
-                      zeros(g, "b_v", (width,), cfg))
+        v = project(cfg, kv, "v", cfg.d_head * heads)
         return to_heads(cfg, v) if lead else v
     r = cfg.value_rank
-    down = kv @ weight(g, "w_v_down", (cfg.d_model, r * (lead[0] if lead else 1)), cfg)
+    down = kv @ weight(kv.graph, "w_v_down", (cfg.d_model, r * heads), cfg)
     if lead:  # [B, S, H·r] -> [B, H, S, r], then one batched matmul with [H, r, d_head]
-        b, s, _ = down.shape
-        down = tb.transpose(tb.reshape(down, (b, s, cfg.n_heads, r)), (0, 2, 1, 3))
-    return down @ weight(g, "w_v_up", (*lead, r, cfg.d_head), cfg)
+        down = to_heads(cfg, down)
+    return down @ weight(kv.graph, "w_v_up", (*lead, r, cfg.d_head), cfg)
 
 
 def attend(cfg, q: Value, k: Value, v: Value, ctx: Context, keep: Value | None,

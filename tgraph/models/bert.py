@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tgraph.ir import Graph
-from tgraph.models.config import ModelSpec, TokenConfig
+from tgraph.models.config import ModelSpec, TokenConfig, token_dims, token_ranges
 from tgraph.models.embeddings import embed_tokens, finish, position_table, token_table, unembed
 from tgraph.models.init import layer_norm
 from tgraph.models.layers import encoder_layer, stack
@@ -46,6 +46,6 @@ SPEC = ModelSpec(
         "base": {"n_layers": 12, "d_model": 768, "n_heads": 12, "d_ff": 3072,
                  "vocab": 30522, "max_len": 512},
     },
-    dims=lambda cfg: {"B": 1, "T": min(cfg.max_len, 128)},
-    int_ranges=lambda cfg: {"tokens": cfg.vocab, "targets": cfg.vocab},
+    dims=token_dims,
+    int_ranges=token_ranges,
 )

@@ -114,6 +114,16 @@ class TokenConfig(AttentionConfig):
                 _bad(key, getattr(self, key), "a positive integer")
 
 
+def token_dims(cfg, axes=("T",)) -> dict[str, int]:
+    """Default sizes of B and the sequence axes: 1 and min(max_len, 128)."""
+    return {"B": 1, **{a: min(cfg.max_len, 128) for a in axes}}
+
+
+def token_ranges(cfg, inputs=("tokens",)) -> dict[str, int]:
+    """Every token input and the targets range over the vocabulary."""
+    return {name: cfg.vocab for name in (*inputs, "targets")}
+
+
 def _bad(key, value, what):
     raise TGraphError(f"config: {key}={value!r} must be {what}")
 

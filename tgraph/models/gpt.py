@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tgraph.ir import Graph
-from tgraph.models.config import ModelSpec, TokenConfig
+from tgraph.models.config import ModelSpec, TokenConfig, token_dims, token_ranges
 from tgraph.models.embeddings import embed_tokens, finish, position_table, token_table, unembed
 from tgraph.models.layers import encoder_layer, stack
 
@@ -43,6 +43,6 @@ SPEC = ModelSpec(
         "gpt2-small": {"n_layers": 12, "d_model": 768, "n_heads": 12, "d_ff": 3072,
                        "vocab": 50257, "max_len": 1024, "activation": "gelu_tanh"},
     },
-    dims=lambda cfg: {"B": 1, "T": min(cfg.max_len, 128)},
-    int_ranges=lambda cfg: {"tokens": cfg.vocab, "targets": cfg.vocab},
+    dims=token_dims,
+    int_ranges=token_ranges,
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tgraph.errors import TGraphError
 from tgraph.ir import Graph
-from tgraph.models.config import ModelSpec, TokenConfig
+from tgraph.models.config import ModelSpec, TokenConfig, token_dims, token_ranges
 from tgraph.models.embeddings import embed_tokens, finish, position_table, token_table, unembed
 from tgraph.models.layers import decoder_layer, encoder_layer, stack
 
@@ -61,11 +61,6 @@ def build(g: Graph, cfg: TransformerConfig, loss: bool) -> None:
     finish(g, logits, ("B", "T"), loss)
 
 
-def _dims(cfg):
-    n = min(cfg.max_len, 128)
-    return {"B": 1, "S": n, "T": n}
-
-
 SPEC = ModelSpec(
     name="transformer",
     config=TransformerConfig,
@@ -78,7 +73,6 @@ SPEC = ModelSpec(
         "base": {"n_layers": 6, "d_model": 512, "n_heads": 8, "d_ff": 2048, "vocab": 37000,
                  "max_len": 512},
     },
-    dims=_dims,
-    int_ranges=lambda cfg: {"src_tokens": cfg.vocab, "tgt_tokens": cfg.vocab,
-                            "targets": cfg.vocab},
+    dims=lambda cfg: token_dims(cfg, ("S", "T")),
+    int_ranges=lambda cfg: token_ranges(cfg, ("src_tokens", "tgt_tokens")),
 )
