@@ -175,6 +175,16 @@ def test_ops_json_lists_every_registered_op():
     assert {"name", "signature", "doc", "vjp", "source"} <= set(rows[0])
 
 
+def test_models_json():
+    from tgraph.models import MODELS
+
+    out = invoke("models", "--json")
+    assert out.exit_code == 0, out.output
+    models = json.loads(out.stdout)
+    assert [m["name"] for m in models] == list(MODELS)
+    assert all("tiny" in m["presets"] for m in models)
+
+
 # ----- progress and verbosity -------------------------------------------------------------------
 class Stream:
     def __init__(self, tty):
