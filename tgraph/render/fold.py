@@ -1,10 +1,10 @@
 """Fold structurally identical sibling blocks (12 decoder layers, 12 heads) into one "×N".
 
-Two scopes are identical when their node lists match one to one: same relative scope,
-op, attrs and output types, and each input is the same kind of thing — the k-th node
-inside, a parameter or constant of the same type (names may differ), or the j-th distinct
-value from outside of the same type. This canonical form is exact (no hash collisions
-matter: the forms themselves are compared) and also gives the node-to-node
+Two scopes are identical when their nodes, put in a canonical order, match one to one:
+same relative scope, op, attrs and output types, and each input is the same kind of
+thing — the k-th node inside, a parameter or constant of the same type (names may
+differ), or the j-th distinct value from outside of the same type. The forms themselves
+are compared (hashes only choose the order), and the order gives the node-to-node
 correspondence that maps a hidden copy onto the copy that is drawn.
 """
 
@@ -38,40 +38,76 @@ class Run:
         return f"{self.members[0][-1]} … {self.members[-1][-1]}"
 
 
-def canonical_form(nodes: list[Node], root: Path) -> tuple:
+def canonical(nodes: list[Node], root: Path) -> tuple[tuple, list[Node]]:
+    """The scope's canonical form and its nodes in canonical order.
+
+    Order comes from structure, not from the order nodes were emitted (autodiff emits the
+    backward of each layer in a slightly different order): each node's label is refined a
+    few rounds, Weisfeiler-Lehman style, by its producers' and consumers' labels.
+    """
+    index = {id(v): (i, k) for i, n in enumerate(nodes) for k, v in enumerate(n.outputs)}
+    labels = [hash(_own(n, root, index)) for n in nodes]
+    consumers: list[list] = [[] for _ in nodes]
+    for j, n in enumerate(nodes):
+        for pos, v in enumerate(n.inputs):
+            if id(v) in index:
+                i, k = index[id(v)]
+                consumers[i].append((j, pos, k))
+    for _ in range(WL_ROUNDS):
+        labels = [hash((labels[j],
+                        tuple(labels[index[id(v)][0]] if id(v) in index else 0 for v in n.inputs),
+                        tuple(sorted((labels[c], pos, k) for c, pos, k in consumers[j]))))
+                  for j, n in enumerate(nodes)]
+    ordered = [nodes[j] for j in sorted(range(len(nodes)), key=lambda j: (labels[j], j))]
+    return _form(ordered, root), ordered
+
+
+WL_ROUNDS = 3
+
+
+def _own(n: Node, root: Path, index) -> tuple:
+    """What a node is, apart from its neighbours inside the scope."""
+    ins = tuple("node" if id(v) in index else _leaf(v) for v in n.inputs)
+    return (split_scope(n.scope)[len(root):], n.op, json.dumps(n.attrs, sort_keys=True,
+            default=str), tuple(str(v.type) for v in n.outputs), ins)
+
+
+def _leaf(v) -> tuple:
+    if v.kind == PARAM:
+        return ("param", str(v.type))
+    if v.kind == CONST:
+        return ("const", str(v.type), hashlib.sha1(v.data.tobytes()).hexdigest()[:16])
+    return ("outside", str(v.type))
+
+
+def _form(nodes: list[Node], root: Path) -> tuple:
     index = {id(v): (i, k) for i, n in enumerate(nodes) for k, v in enumerate(n.outputs)}
     outside: dict[int, int] = {}
     form = []
     for n in nodes:
-        ins = []
-        for v in n.inputs:
-            if id(v) in index:
-                ins.append(("node", *index[id(v)]))
-            elif v.kind == PARAM:
-                ins.append(("param", str(v.type)))
-            elif v.kind == CONST:
-                digest = hashlib.sha1(v.data.tobytes()).hexdigest()[:16]
-                ins.append(("const", str(v.type), digest))
-            else:
-                ins.append(("outside", outside.setdefault(id(v), len(outside)), str(v.type)))
-        rel = split_scope(n.scope)[len(root):]
-        form.append((rel, n.op, json.dumps(n.attrs, sort_keys=True, default=str),
-                     tuple(str(v.type) for v in n.outputs), tuple(ins)))
+        ins = tuple(("node", *index[id(v)]) if id(v) in index else
+                    (*_leaf(v), outside.setdefault(id(v), len(outside)))
+                    for v in n.inputs)
+        form.append((*_own(n, root, index)[:4], ins))
     return tuple(form)
 
 
-def find_runs(tree: ScopeTree) -> list[Run]:
-    """Runs of two or more consecutive identical siblings, anywhere in the tree."""
-    runs = []
+def find_runs(tree: ScopeTree) -> tuple[list[Run], dict[Path, list[Node]]]:
+    """Runs of two or more consecutive identical siblings anywhere in the tree, and each
+    run member's nodes in canonical order (the i-th of one copy is the i-th of another)."""
+    runs, ordered = [], {}
     for kids in tree.children.values():
-        forms = [canonical_form(tree.nodes[k], k) for k in kids]
+        forms = []
+        for k in kids:
+            form, ordered[k] = canonical(tree.nodes[k], k)
+            forms.append(form)
         start = 0
         for i in range(1, len(kids) + 1):
             if i == len(kids) or forms[i] != forms[start]:
                 if i - start > 1:
                     runs.append(Run(tuple(kids[start:i])))
                 start = i
-    return runs
+    return runs, ordered
 
 
 @dataclass
@@ -89,13 +125,13 @@ class Folding:
 
     @classmethod
     def of(cls, tree: ScopeTree) -> Folding:
-        runs = find_runs(tree)
+        runs, ordered = find_runs(tree)
         step: dict[int, Node] = {}
         copy_of: dict[int, list] = {}
         for r, run in enumerate(runs):
-            shown = tree.nodes[run.members[0]]
+            shown = ordered[run.members[0]]
             for c, member in enumerate(run.members):
-                for i, n in enumerate(tree.nodes[member]):
+                for i, n in enumerate(ordered[member]):
                     copy_of.setdefault(id(n), []).append((r, c))
                     if c:
                         step[id(n)] = shown[i]

@@ -27,7 +27,7 @@ def fmt_scalar(x: float) -> str:
         return str(int(x))
     if 0 < x < 1:
         k = round(1 / (x * x))
-        if k > 1 and math.isclose(x, k ** -0.5, rel_tol=1e-6):
+        if 1 < k <= 1 << 16 and math.isclose(x, k ** -0.5, rel_tol=1e-6):  # 1/√d_k
             return f"1/√{k}"
     return f"{x:.4g}"
 
