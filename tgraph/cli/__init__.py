@@ -8,6 +8,7 @@ from tgraph.cli.common import Group
 from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
 from tgraph.cli.models_cmd import build_cmd, models_cmd
+from tgraph.cli.render_cmd import diff_cmd, render_cmd
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,5 +17,6 @@ def main():
     """tgraph: build, render, run, differentiate and compile Transformer graphs."""
 
 
-for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd):
+for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd, render_cmd,
+                diff_cmd):
     main.add_command(command)
