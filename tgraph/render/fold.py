@@ -146,10 +146,6 @@ class Folding:
     def drawn(self, n: Node) -> Node:
         return self.drawn_as.get(id(n), n)
 
-    def hidden(self, path: Path) -> bool:
-        """A copy that is not drawn (any of its ancestors or itself is a later copy)."""
-        return any(path[: len(m)] == m for run in self.runs for m in run.members[1:])
-
     def crosses_copies(self, a: Node, b: Node) -> bool:
         """An edge from one copy of a run into another (layer_2 -> layer_3): folded away."""
         ca = dict(self.copy_of.get(id(a), ()))

@@ -60,5 +60,3 @@ class ScopeTree:
                 tree.nodes[prefix].append(n)
         return tree
 
-    def max_level(self) -> int:
-        return max((level(p) for p in self.nodes), default=0)
