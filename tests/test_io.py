@@ -121,3 +121,9 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(TypeError):
         tg.save_graph(g, tmp_path / "g.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    tg.save_graph(attention_block(), tmp_path / "g.json")
+    (tmp_path / "plain").write_text("x")
+    assert (tmp_path / "g.json").stat().st_mode == (tmp_path / "plain").stat().st_mode

@@ -21,6 +21,9 @@ from tgraph.errors import GraphFileError, TGraphError, UnknownOpError
 from tgraph.ir import CONST, INPUT, INTERMEDIATE, PARAM, Graph, Node, Value
 from tgraph.types import TensorType
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 FORMAT = "tgraph-graph"
 VERSION = 1
 
@@ -36,6 +39,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
