@@ -291,3 +291,19 @@ def test_an_op_without_vjp_names_itself_when_a_gradient_must_flow(tmp_path, regi
     g.set_output("loss", tb.sum(y))
     with pytest.raises(NoGradientError, match=r"op 'cube' has no gradient rule.*scope block"):
         grad(g, "loss", wrt=["block/w"])
+
+
+@pytest.mark.slow
+def test_the_example_script_swaps_the_plugin_ops_into_a_gpt_and_trains_it(tmp_path):
+    script = ROOT / "examples" / "custom_op" / "gpt_swiglu_rmsnorm.py"
+    out = subprocess.run([sys.executable, str(script), "--steps", "20", "--out", str(tmp_path)],
+                         cwd=tmp_path, check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "swiglu True, rmsnorm True, layernorm False" in out.stdout
+    svg = (tmp_path / "gpt-swiglu-rmsnorm.svg").read_text()
+    assert "SwiGLU" in svg and "RMSNorm" in svg
+    first, last = map(float, out.stdout.split("loss ")[1].split(" after")[0].split(" -> "))
+    assert last < 0.5 * first  # it learns: the next number of a count is easy
+    g = json.loads((tmp_path / "gpt-swiglu-rmsnorm.json").read_text())
+    assert {"swiglu", "rmsnorm"} <= {n["op"] for n in g["nodes"]}
+    assert not any(p["name"].endswith("beta") for p in g["params"])  # RMSNorm has no bias
