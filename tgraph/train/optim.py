@@ -41,7 +41,8 @@ class AdamW:
     def step(self, params: dict, grads: dict) -> None:
         self.t += 1
         b1, b2 = self.betas
-        lr_t = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)  # bias corrections
+        step = self.lr / (1 - b1 ** self.t)  # bias corrections, placed as PyTorch does
+        root_bc2 = math.sqrt(1 - b2 ** self.t)
         for name, g in grads.items():
             p = params[name]
             if name not in self.m:
@@ -53,7 +54,7 @@ class AdamW:
             v += (1 - b2) * (g * g)
             if self.weight_decay and p.ndim >= 2:
                 p -= (self.lr * self.weight_decay) * p
-            p -= lr_t * m / (v ** 0.5 + self.eps)
+            p -= step * m / (v ** 0.5 / root_bc2 + self.eps)
 
 
 OPTIMIZERS = {"adamw": AdamW, "sgd": SGD}
