@@ -28,7 +28,8 @@ def custom_op():
     def make(name, infer, kernel, vjp):
         cls = type(name, (OpDef,), {
             "name": name, "infer": lambda self, types: infer(types[0]),
-            "kernel": lambda self, xp, x: kernel(x), "vjp": lambda self, node, grads: vjp(node, grads),
+            "kernel": lambda self, xp, x: kernel(x),
+            "vjp": lambda self, node, grads: vjp(node, grads),
             "examples": lambda self, rng: [([rng.standard_normal((3, 2))], {})]})
         register_op(cls)
         made.append(name)
