@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from tgraph.cli.common import (backend_option, graph_source, parse_pairs, status,
-                               verbosity_options, weights_option)
+from tgraph.cli.common import (backend_option, graph_source, parse_pairs, plugin_option,
+                               status, verbosity_options, weights_option)
 from tgraph.errors import TGraphError
 from tgraph.train.tasks import TASKS
 
@@ -64,6 +64,7 @@ def grad_cmd(graph, wrt, of, output):
 @click.option("--seed", default=0, show_default=True)
 @backend_option
 @verbosity_options
+@plugin_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Weights .npz; the forward graph goes beside it as .json.")
 def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, length, optimizer, lr,
