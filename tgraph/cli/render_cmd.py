@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import graph_source, parse_pairs, plugin_option, resolve_graph
+from tgraph.cli.common import (graph_source, parse_pairs, plugin_option, resolve_graph, status,
+                               verbosity_options)
 
 rankdir_option = click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB",
                               show_default=True, help="Data flows top-to-bottom or left-to-right.")
@@ -28,6 +29,7 @@ budget_option = click.option("--time-budget", type=click.FloatRange(min=0.1), de
               help="Shade each box by its share of FLOPs or parameters.")
 @rankdir_option
 @budget_option
+@verbosity_options
 def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget):
     """Draw a graph or model as an expanded architecture diagram.
 
@@ -37,7 +39,9 @@ def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget
 
     r = render(graph, output or f"{graph.name}.svg", depth=depth, fold=fold, backward=backward,
                rankdir=rankdir, color=color, time_budget=time_budget)
-    click.echo(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)", err=True)
+    if r.note:
+        status(f"note: {r.note}")
+    status(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)")
 
 
 @click.command("diff")
@@ -52,6 +56,7 @@ def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget
               show_default=True, help="Output .svg, .png, .pdf or .dot.")
 @rankdir_option
 @budget_option
+@verbosity_options
 @plugin_option
 def diff_cmd(graph_a, graph_b, preset, sets, sets_a, sets_b, output, rankdir, time_budget):
     """Draw two graphs as one, marking nodes only in A, only in B, moved or changed.
@@ -66,4 +71,4 @@ def diff_cmd(graph_a, graph_b, preset, sets, sets_a, sets_b, output, rankdir, ti
         return resolve_graph(spec, preset, overrides)
 
     r = render_diff(build(graph_a, sets_a), build(graph_b, sets_b), output, rankdir, time_budget)
-    click.echo(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)", err=True)
+    status(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)")

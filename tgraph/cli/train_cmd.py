@@ -51,8 +51,9 @@ def grad_cmd(graph, wrt, of, output):
               help="Model config override (repeatable); the task sets vocab and max_len.")
 @click.option("--steps", default=300, show_default=True)
 @click.option("--batch", default=64, show_default=True, help="Sequences per step.")
-@click.option("--seq-len", default=64, show_default=True, help="Context length (text).")
-@click.option("--length", default=8, show_default=True, help="Sequence length (reverse/...).")
+@click.option("--seq-len", type=int, metavar="N",
+              help="Context length for text (default 64), digits per sequence for "
+                   "reverse/copy/sort (default 8).")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
               show_default=True)
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate.")
@@ -67,7 +68,7 @@ def grad_cmd(graph, wrt, of, output):
 @plugin_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Weights .npz; the forward graph goes beside it as .json.")
-def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, length, optimizer, lr,
+def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer, lr,
               warmup, weight_decay, clip, checkpoint_every, seed, backend, output):
     """Train a model on a task and save its weights (and graph, for generate).
 
@@ -81,7 +82,7 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, length, op
     from tgraph.train import OPTIMIZERS, Trainer, warmup_cosine
     from tgraph.train.tasks import make_task
 
-    job = make_task(task, data, seq_len, length)
+    job = make_task(task, data, seq_len)
     if model != job.model:
         raise TGraphError(f"task {task} trains the {job.model} model, not {model}")
     overrides = {**parse_pairs(sets, "--set"), **job.model_overrides()}

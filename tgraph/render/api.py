@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ class Rendered:
     edges: int
     depth: int | None  # the depth actually drawn (differs after a fallback)
     seconds: float
+    note: str = ""  # what the caller should tell the user (a fallback taken)
 
 
 def view_of(graph: Graph, depth: int | None = None, fold: bool | None = None,
@@ -77,15 +77,17 @@ def render(graph: Graph, path, depth: int | None = None, fold: bool | None = Non
     full = Path(path).with_suffix(".full.dot")
     _write_text(full, to_dot(view, rankdir).source)
     fallback = FALLBACK_DEPTH if depth is None or depth > FALLBACK_DEPTH else max(depth - 1, 0)
-    print(f"tgraph render: laying out {len(view.items)} boxes took over {time_budget:g} s; "
-          f"drew depth {fallback} folded instead (the full DOT is in {full}; "
-          f"lay it out with: dot -Tsvg {full} -o out.svg)", file=sys.stderr)
+    note = (f"laying out {len(view.items)} boxes took over {time_budget:g} s; drew depth "
+            f"{fallback} folded instead (the full DOT is in {full}; lay it out with: "
+            f"dot -Tsvg {full} -o out.svg)")
     small = view_of(graph, fallback, True, color)
     try:
-        return write_view(small, path, rankdir, time_budget, fallback)
+        drawn = write_view(small, path, rankdir, time_budget, fallback)
     except subprocess.TimeoutExpired:
         raise TGraphError(f"layout of {path} still took over {time_budget:g} s at depth "
                           f"{fallback}; try --depth 1") from None
+    drawn.note = note
+    return drawn
 
 
 def render_diff(a: Graph, b: Graph, path, rankdir: str = "TB",

@@ -120,9 +120,10 @@ class TextTask:
 TASKS = (*SEQUENCE_TASKS, "text")
 
 
-def make_task(name: str, data=None, seq_len: int = 64, length: int = 8):
+def make_task(name: str, data=None, seq_len: int | None = None):
+    """seq_len: the context for text (default 64), the digits per sequence otherwise (8)."""
     if name == "text":
         if data is None:
             raise TGraphError("task text needs a text file (--data FILE)")
-        return TextTask(data, seq_len)
-    return SequenceTask(name, length)
+        return TextTask(data, seq_len or 64)
+    return SequenceTask(name, seq_len or 8)
