@@ -4,6 +4,7 @@ subpackage, and works outside the repo (where a bare ``ops`` folder cannot mask 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_installs_every_subpackage_outside_the_repo(tmp_path):
+    src = tmp_path / "src"  # a copy: setuptools leaves a build/ folder where it builds
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "out", "__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT)],
+                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("tgraph-*.whl")
     site = tmp_path / "site"  # the wheel alone; numpy & co. come from this venv
