@@ -24,7 +24,7 @@ def graph_with_waste():
 def test_optimize_keeps_outputs_and_removes_waste():
     g = graph_with_waste()
     opt, report = optimize(g)
-    assert report == {"dce": 1, "fold_constants": 1, "cse": 2}
+    assert report == {"merge_heads": 0, "dce": 1, "fold_constants": 1, "cse": 2}
     assert [n.op for n in opt.nodes] == ["matmul", "tanh", "add", "mul"]
     assert len(g.nodes) == 8  # the input graph is untouched
     params = tg.init_params(g, 0)

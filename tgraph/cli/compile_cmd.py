@@ -11,7 +11,7 @@ from tgraph.cli.common import graph_source, output_option
 @graph_source
 @output_option
 def compile_cmd(graph, output):
-    """Optimise a graph (dead code, common subexpressions, constants) and save it.
+    """Optimise a graph (heads merged, dead code, common subexpressions, constants) and save it.
 
     Example: tgraph compile gpt --preset tiny -o gpt-fast.json
     """
