@@ -90,8 +90,10 @@ def _rewrite(graph: Graph, concat: Node, heads: list[str]) -> Graph:
             if id(v0) in inside:
                 if any(position.get(id(v)) != position[id(v0)] for v in column):
                     raise NotMergeable
-            elif all(v is v0 for v in column):
-                continue
+            elif all(v is v0 for v in column) or all(
+                    v.kind == CONST and v.type == v0.type and np.array_equal(v.data, v0.data)
+                    for v in column):
+                continue  # shared, or equal constants such as 1/√d_k: use head 0's
             elif all(v.kind in (PARAM, CONST) and v.type == v0.type for v in column):
                 leaves[(j, i)] = column
             else:
