@@ -4,6 +4,8 @@ product (grad of a grad graph) vs finite differences."""
 
 from __future__ import annotations
 
+import posixpath
+
 import numpy as np
 import pytest
 import torch
@@ -84,7 +86,18 @@ def test_backward_nodes_are_scoped_and_point_at_their_forward_node():
     forward = {n.name: n for n in g.nodes}
     backward = [n for n in gg.nodes if n.name not in forward]
     assert backward
+    users = g.users()
+    values = {v.name: v for v in g.values()}
+    sums = [n for n in backward if "sums" in n.meta]
+    # the only fan-out on a path from a parameter: the MLP's residual output, read four times
+    # in "mix"; its gradient is summed there, not in "mlp" where it was produced
+    assert {(n.meta["sums"], n.scope) for n in sums} == {("mlp/add_1", "backward/mix")}
+    for n in sums:  # a fan-out sum sits in the innermost scope holding every use
+        uses = [u.scope for u in users[values[n.meta["sums"]]]]
+        assert n.scope == "/".join(filter(None, ("backward", posixpath.commonpath(uses))))
     for n in backward:
+        if n in sums:
+            continue
         origin = n.meta["forward"]
         scope = forward[origin].scope if origin in forward else origin.rpartition("/")[0]
         assert n.scope == "/".join(filter(None, ("backward", scope))), (n, origin)

@@ -7,7 +7,11 @@ and differentiated again (a Hessian-vector product is ``grad`` of a ``grad`` gra
 
 Backward nodes sit in scope ``backward/<forward scope>`` and carry
 ``meta["forward"] = <forward node name>``; forward values they read (the saved activations)
-are plain edges from the forward part. Only nodes on a path from a ``wrt`` value to the
+are plain edges from the forward part. A value used in several places gets the sum of their
+gradients, built as a balanced tree of adds in ``backward/<the scope holding every use>``
+and marked ``meta["sums"] = <value name>``: a layer sums its own input's gradient (residual
+path plus branch), and a LayerNorm output read by 12 heads is summed in the attention block,
+not inside the heads, so identical forward blocks get identical backward blocks. Only nodes on a path from a ``wrt`` value to the
 loss are differentiated, and whatever no output needs is pruned afterwards.
 """
 
@@ -68,45 +72,69 @@ def _backward(g: Graph, y: Value, targets: list[Value], upstream: set) -> dict:
             if any(v in upstream for v in outs):
                 active.append(n)
     with g.scope("backward"):
-        contribs: dict[Value, list[Value]] = {y: [g.const(1.0, "seed", y.dtype)]}
+        seed = g.const(1.0, "seed", y.dtype)
+    # value -> [(cotangent, scope of the forward node it came through)]
+    contribs: dict[Value, list[tuple[Value, str]]] = {y: [(seed, "")]}
     for node in reversed(active):
-        with g.scope(f"backward/{node.scope}"), _tagged(g, node.name):
-            cts = [_total(contribs.pop(v, ())) for v in node.outputs]
-            if all(c is None for c in cts):
-                continue
+        cts = [_total(g, v, contribs.pop(v, ())) for v in node.outputs]
+        if all(c is None for c in cts):
+            continue
+        with g.scope(f"backward/{node.scope}"), _tagged(g, forward=node.name):
             in_cts = get_op(node.op).vjp(node, cts)
         for v, c in zip(node.inputs, in_cts):
             if c is not None and v in depends:
                 _check_cotangent(node, v, c)
-                contribs.setdefault(v, []).append(c)
+                contribs.setdefault(v, []).append((c, node.scope))
     out = {}
     for t in targets:
-        with g.scope(f"backward/{t.scope}"), _tagged(g, t.name):
-            total = _total(contribs.get(t, ()))
-            out[t] = zeros(t) if total is None else total  # asked for, but unreachable
+        total = _total(g, t, contribs.get(t, ()))
+        if total is None:  # asked for, but unreachable
+            with g.scope(f"backward/{t.scope}"), _tagged(g, forward=t.name):
+                total = zeros(t)
+        out[t] = total
     return out
 
 
 class _tagged:
-    """Mark the nodes added inside the block with the forward node they came from."""
+    """Mark the nodes added inside the block: ``forward=`` the forward node whose VJP
+    emitted them, or ``sums=`` the value whose fan-out gradients they add up."""
 
-    def __init__(self, g: Graph, forward: str):
-        self.g, self.forward = g, forward
+    def __init__(self, g: Graph, **meta: str):
+        self.g, self.meta = g, meta
 
     def __enter__(self):
         self.start = len(self.g.nodes)
 
     def __exit__(self, *exc):
         for n in self.g.nodes[self.start:]:
-            n.meta["forward"] = self.forward
+            n.meta.update(self.meta)
 
 
-def _total(parts) -> Value | None:
-    """Fan-out: a value used in several places gets the sum of their contributions."""
-    total = None
-    for p in parts:
-        total = p if total is None else total + p
-    return total
+def _total(g: Graph, v: Value, parts: list[tuple[Value, str]]) -> Value | None:
+    """Fan-out: the gradient of ``v`` is the sum of what each use contributed.
+
+    The adds go in the scope holding every use, not in whichever use came last, and form a
+    balanced tree (pairwise summation), so the sum for N uses has the same shape wherever
+    it occurs and no use's scope holds part of another's."""
+    if len(parts) < 2:
+        return parts[0][0] if parts else None
+    with g.scope(f"backward/{common_scope(s for _, s in parts)}"), _tagged(g, sums=v.name):
+        terms = [c for c, _ in parts]
+        while len(terms) > 1:
+            pairs = [a + b for a, b in zip(terms[::2], terms[1::2])]
+            terms = pairs + terms[2 * len(pairs):]
+    return terms[0]
+
+
+def common_scope(scopes) -> str:
+    """The innermost scope containing all of ``scopes`` ("" for the top level)."""
+    paths = [s.split("/") if s else [] for s in scopes]
+    common = []
+    for parts in zip(*paths):
+        if any(p != parts[0] for p in parts):
+            break
+        common.append(parts[0])
+    return "/".join(common)
 
 
 def _check_cotangent(node: Node, v: Value, c: Value) -> None:
