@@ -164,20 +164,31 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
             view.edges.append(Edge(src, dst, fmt_shape(v.shape),
                                    _edge_marks(view, src, dst, (id(n), k) in residual)))
     grads_in: dict[str, int] = {}  # block id -> gradient outputs it produces
+    copies: dict[str, list[str]] = {}  # gradient output id -> the outputs it stands for
     for name, v in graph.outputs.items():
         grad = name.startswith(GRAD_PREFIX)
         if grad and v.node is not None and unit(v.node) in blocks:
             grads_in[unit(v.node)] = grads_in.get(unit(v.node), 0) + 1
             continue
-        out = view.add(("output", name), Item(
+        short = name[len(GRAD_PREFIX):].rpartition("/")[2]
+        key = ("output", name)
+        if grad and v.node is not None and id(v.node) in folding.copy_of:
+            # the same gradient of every copy of a folded block: one output, drawn once
+            key = ("grad", id(folding.drawn(v.node)), v.node.outputs.index(v), short)
+        out = view.add(key, Item(
             "grad" if grad else "output",
-            [f"∂L/∂{name[len(GRAD_PREFIX):].rpartition('/')[2]}" if grad else f"output {name}",
+            [f"∂L/∂{short}" if grad else f"output {name}",
              *([] if grad else [f"{fmt_shape(v.shape)} {v.dtype}"])], (), name,
             {"backward"} if grad else {"io"}))
-        if v.node is not None:
+        copies.setdefault(out, []).append(name)
+        if v.node is not None and len(copies[out]) == 1:
             src = unit(v.node)
             view.edges.append(Edge(src, out, fmt_shape(v.shape),
                                    {"backward"} if grad else set()))
+    for out, names in copies.items():
+        if len(names) > 1:
+            view.items[out].lines[0] += f" ×{len(names)}"
+            view.items[out].tooltip = f"{names[0]} … {names[-1]}"
     _finish_blocks(view, blocks, stats, folding, graph.name, grads_in)
     add_cluster_titles(view, folding)
     if heat:
