@@ -10,6 +10,7 @@ import math
 
 from tgraph import builder as tb
 from tgraph.ops.registry import OpDef, register_op
+from tgraph.ops.special import chunked, erf
 from tgraph.errors import ShapeError
 from tgraph.shapes import FLOAT_DTYPES, broadcast, fmt_shape
 from tgraph.types import TensorType
@@ -228,15 +229,6 @@ Erf = _unary("erf", lambda xp, x: erf(xp, x),
              "Gauss error function (exact GELU's gradient)", flops_per=10)
 
 
-def erf(xp, x):
-    """erf from SciPy (NumPy) or cupyx (CuPy): NumPy itself has none."""
-    if xp.__name__ == "numpy":
-        from scipy.special import erf as f
-    else:
-        from cupyx.scipy.special import erf as f
-    return f(x)
-
-
 GELU_TANH_C = math.sqrt(2 / math.pi)
 
 
@@ -253,23 +245,13 @@ class Gelu(OpDef):
         return need_float(types[0], self.name)
 
     def kernel(self, xp, x, approximate="none"):
-        if approximate == "tanh":
-            return 0.5 * x * (1 + xp.tanh(GELU_TANH_C * (x + 0.044715 * x ** 3)))
-        return 0.5 * x * (1 + erf(xp, x * (1 / math.sqrt(2))))
+        return chunked(lambda x: gelu_formula(xp, x, approximate), x, xp=xp)
 
     def flops(self, i, o, **attrs):
         return 8 * math.prod(o[0])
 
     def vjp(self, node, grads):
-        (x,), g = node.inputs, grads[0]
-        if node.attrs.get("approximate", "none") == "tanh":
-            t = tb.tanh((x + x * x * x * 0.044715) * GELU_TANH_C)
-            slope = (1 + t) * 0.5 + x * (1 - t * t) * (1 + x * x * (3 * 0.044715)) * (
-                0.5 * GELU_TANH_C)
-        else:  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
-            cdf = (1 + tb.apply("erf", x * (1 / math.sqrt(2)))) * 0.5
-            slope = cdf + x * tb.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
-        return [g * slope]
+        return [tb.apply("gelu_grad", node.inputs[0], grads[0], **node.attrs)]
 
     def examples(self, rng):
         x = rng.standard_normal((3, 7)) * 2
@@ -277,6 +259,27 @@ class Gelu(OpDef):
 
     def label(self, approximate="none"):
         return "GELU (tanh)" if approximate == "tanh" else "GELU"
+
+
+def gelu_formula(xp, x, approximate):
+    if approximate == "tanh":
+        y = xp.tanh(gelu_tanh_inner(x))
+    else:
+        y = erf(xp, x * (1 / math.sqrt(2)))
+    y += 1
+    y *= x
+    y *= 0.5
+    return y
+
+
+def gelu_tanh_inner(x):
+    """√(2/π)·(x + 0.044715·x³), the tanh form's argument."""
+    u = x * x
+    u *= 0.044715
+    u += 1
+    u *= x
+    u *= GELU_TANH_C
+    return u
 
 
 @register_op

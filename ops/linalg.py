@@ -35,6 +35,10 @@ class Matmul(OpDef):
         return TensorType(a.dtype, (*batch, a.shape[-2], b.shape[-1]))
 
     def kernel(self, xp, a, b):
+        if b.ndim == 2 < a.ndim:
+            # x[..., K] @ W[K, N] as one 2-D GEMM over all rows: batched matmul would
+            # run one small GEMM per leading index
+            return xp.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
         return xp.matmul(a, b)
 
     def flops(self, in_shapes, out_shapes, **attrs):

@@ -1,0 +1,123 @@
+"""Fused backward formulas: one op where a VJP would otherwise emit a chain of elementwise
+ops, each a full pass over memory with a fresh temporary. They are ordinary registered ops
+with their own VJPs (in graph ops), so gradients of gradients still work."""
+
+from __future__ import annotations
+
+import math
+
+from tgraph import builder as tb
+from tgraph.errors import ShapeError
+from tgraph.ops.elementwise import GELU_TANH_C, Gelu, gelu_tanh_inner, need_float
+from tgraph.ops.registry import OpDef, register_op
+from tgraph.ops.special import chunked, erf
+from tgraph.shapes import norm_axis
+
+_INV_SQRT2 = 1 / math.sqrt(2)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_A = 0.044715  # the tanh form's cubic coefficient
+
+
+@register_op
+class GeluGrad(OpDef):
+    """g · d gelu(x)/dx: the gradient of GELU (exact or tanh form) in one pass."""
+
+    name = "gelu_grad"
+    signature = 'gelu_grad(x, g, approximate="none"|"tanh") -> like x'
+
+    def infer(self, types, approximate="none"):
+        x, g = types
+        if x != g:
+            raise ShapeError(f"gelu_grad needs x and g of one type, got {x} and {g}")
+        return Gelu.infer(self, [x], approximate=approximate)  # same attr and dtype rules
+
+    def kernel(self, xp, x, g, approximate="none"):
+        def formula(x, g):
+            if approximate == "tanh":  # ½(1 + t) + ½·x·(1 − t²)·u′, t = tanh u
+                t = xp.tanh(gelu_tanh_inner(x))
+                s = x * x
+                s *= 3 * _A * GELU_TANH_C
+                s += GELU_TANH_C
+                s *= x
+                s *= 0.5
+                s *= 1 - t * t
+                t += 1
+                t *= 0.5
+                s += t
+            else:  # Φ(x) + x·φ(x)
+                s = x * x
+                s *= -0.5
+                xp.exp(s, out=s)
+                s *= x
+                s *= _INV_SQRT_2PI
+                s += 0.5
+                cdf = erf(xp, x * _INV_SQRT2)
+                cdf *= 0.5
+                s += cdf
+            s *= g
+            return s
+
+        return chunked(formula, x, g, xp=xp)
+
+    def flops(self, i, o, **attrs):
+        return 12 * math.prod(o[0])
+
+    def vjp(self, node, grads):
+        """With w the cotangent: d/dg = gelu_grad(x, w); d/dx = w·g·gelu''(x)."""
+        (x, g), w = node.inputs, grads[0]
+        if node.attrs.get("approximate", "none") == "tanh":  # (1 − t²)(u′ − x·t·u′² + 3aC·x²)
+            t = tb.tanh((x + x * x * x * _A) * GELU_TANH_C)
+            du = (1 + x * x * (3 * _A)) * GELU_TANH_C
+            curve = (1 - t * t) * (du - x * t * du * du + x * x * (3 * _A * GELU_TANH_C))
+        else:  # φ(x)·(2 − x²)
+            curve = tb.exp(x * x * -0.5) * _INV_SQRT_2PI * (2 - x * x)
+        return [w * g * curve, tb.apply("gelu_grad", x, w, **node.attrs)]
+
+    def examples(self, rng):
+        x, g = rng.standard_normal((2, 3, 7)) * 2, rng.standard_normal((2, 3, 7))
+        return [([x, g], {"approximate": "none"}), ([x, g], {"approximate": "tanh"})]
+
+    def label(self, approximate="none"):
+        return "GELU′ (tanh)" if approximate == "tanh" else "GELU′"
+
+
+@register_op
+class SoftmaxGrad(OpDef):
+    """y · (g − Σ g·y) along the axis: the gradient of softmax from its output y."""
+
+    name = "softmax_grad"
+    signature = "softmax_grad(y, g, axis=-1) -> like y"
+
+    def infer(self, types, axis=-1):
+        y, g = types
+        if y != g:
+            raise ShapeError(f"softmax_grad needs y and g of one type, got {y} and {g}")
+        norm_axis(axis, y.rank)
+        return need_float(y, self.name)
+
+    def kernel(self, xp, y, g, axis=-1):
+        out = g * y
+        s = out.sum(axis=axis, keepdims=True)
+        out -= y * s
+        return out
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return 4 * math.prod(out_shapes[0])
+
+    def vjp(self, node, grads):
+        """z = y·g − y·s with s = Σ g·y; w the cotangent of z:
+        d/dg = softmax_grad(y, w), d/dy = w·(g − s) − g·Σ w·y."""
+        (y, g), w = node.inputs, grads[0]
+        axis = [node.attrs.get("axis", -1)]
+        s = tb.sum(g * y, axis, keepdims=True)
+        gy = w * (g - s) - g * tb.sum(w * y, axis, keepdims=True)
+        return [gy, tb.apply("softmax_grad", y, w, **node.attrs)]
+
+    def examples(self, rng):
+        y = rng.random((2, 3, 4))
+        y /= y.sum(-1, keepdims=True)
+        g = rng.standard_normal((2, 3, 4))
+        return [([y, g], {"axis": -1}), ([y, g], {"axis": 1})]
+
+    def label(self, axis=-1):
+        return f"Softmax′ (axis {axis})"
