@@ -140,10 +140,13 @@ class Softmax(OpDef):
 
     def kernel(self, xp, x, axis=-1):
         m = x.max(axis=axis, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)
-        e = xp.exp(x - m)
+        m[~xp.isfinite(m)] = 0
+        e = x - m  # in place from here on: one temporary, not one per step
+        xp.exp(e, out=e)
         s = e.sum(axis=axis, keepdims=True)
-        return e / xp.where(s == 0, 1, s)
+        s[s == 0] = 1
+        e /= s
+        return e
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return 5 * math.prod(in_shapes[0])
