@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import platform
+
 import numpy as np
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit
 
 
 class NumpyBackend:
     name = "numpy"
     xp = np
     kernels: dict = {}
+
+    def __init__(self):
+        reuse_freed_memory()
 
     def asarray(self, a, dtype=None):
         return np.asarray(a, dtype=dtype)
@@ -18,3 +28,16 @@ class NumpyBackend:
 
     def synchronize(self) -> None:
         pass
+
+
+@functools.cache
+def reuse_freed_memory() -> None:
+    """Every kernel returns a fresh array; glibc serves big ones (MiBs) with mmap and unmaps
+    them at free, so each step faults in zero-filled pages again (~19K page faults, ~7 % of
+    a GPT-M training step). Serving them from the heap, and not trimming it, reuses the
+    memory instead; peak memory is unchanged. Once per process; a no-op off glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
