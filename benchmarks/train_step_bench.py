@@ -4,6 +4,8 @@ in the same process, and the peak memory (max RSS) of each in its own process.
 Config M: layers 4, d_model 256, heads 8, d_ff 1024, seq 128, batch 8, vocab 1024.
     python benchmarks/train_step_bench.py            # times and ratio, then RSS of each
     python benchmarks/train_step_bench.py --only tgraph|torch   (one side; prints RSS)
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/train_step_bench.py
+        (both sides on one core: steadier when other jobs share the machine)
 """
 
 from __future__ import annotations
