@@ -2,8 +2,7 @@
 
 The registry's kernels already run on CuPy unchanged; these replace them only where one
 fused launch does the work of many (each elementwise step of the generic softmax, layernorm
-or GELU is its own kernel and its own trip through device memory), or where a cuBLAS call
-shape matters. Anything outside a fast path (other axes or dtypes, empty arrays) falls back
+or GELU is its own kernel and its own trip through device memory). Anything outside a fast path (other axes or dtypes, empty arrays) falls back
 to the registry's kernel, so results never depend on which path ran. Imported only once
 the backend has found a working device.
 """
@@ -119,12 +118,4 @@ def gelu(xp, x, approximate="none"):
     return (_gelu_tanh if approximate == "tanh" else _gelu_exact)(x)
 
 
-def matmul(xp, a, b):
-    """x[..., K] @ W[K, N] as one 2-D GEMM over all rows: a broadcast 2-D right operand
-    would otherwise go through a batched GEMM over a copied stack of W."""
-    if b.ndim == 2 and a.ndim > 2:
-        return cupy.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
-    return cupy.matmul(a, b)
-
-
-KERNELS = {"softmax": softmax, "layernorm": layernorm, "gelu": gelu, "matmul": matmul}
+KERNELS = {"softmax": softmax, "layernorm": layernorm, "gelu": gelu}

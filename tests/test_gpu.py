@@ -226,15 +226,6 @@ def test_gelu_kernel(cupy_backend, approximate):
     np.testing.assert_allclose(*both(cupy_backend, "gelu", [x], approximate=approximate), **F32)
 
 
-@gpu
-@pytest.mark.parametrize("shapes", [((2, 3, 4, 5), (5, 6)), ((2, 4, 5), (2, 5, 6)),
-                                    ((4, 5), (5, 6)), ((3, 1, 4, 5), (2, 5, 6))])
-def test_matmul_kernel(cupy_backend, shapes):
-    rng = np.random.default_rng(5)
-    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
-    np.testing.assert_allclose(*both(cupy_backend, "matmul", [a, b]), **F32)
-
-
 # ----- on a device: the executor and whole models -----------------------------------------
 
 @gpu
