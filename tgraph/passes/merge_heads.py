@@ -164,6 +164,21 @@ def _stack(g: Graph, column: list[Value]) -> Value:
     return tb.concat(*[tb.reshape(v, shape) for v in column], axis=-3)
 
 
+def _is_projection(n: Node, j: int, leaves, local) -> bool:
+    """x @ W_h with x from outside the heads and one weight matrix per head."""
+    return (n.op == "matmul" and (j, 1) in leaves and id(n.inputs[0]) not in local
+            and n.inputs[1].type.rank == 2 and n.inputs[0].type.rank >= 2)
+
+
+def _projection(x: Value, weights: list[Value]) -> Value:
+    """All heads' x @ W_h as one GEMM with the weights side by side, [..., T, H·d], then
+    [..., H, T, d]: the layout the batched model builds directly."""
+    y = x @ tb.concat(*weights, axis=-1)
+    y = tb.reshape(y, [*y.shape[:-1], len(weights), weights[0].shape[-1]])
+    r = y.type.rank
+    return tb.transpose(y, [*range(r - 3), r - 2, r - 3, r - 1])
+
+
 def _axis(a: int, rank: int) -> int:
     """A per-head axis in the batched layout (head at −3 of the rank-≥2 padded shape)."""
     if rank < 2:
@@ -178,6 +193,10 @@ def _batched(g: Graph, concat: Node, per_head, leaves, new) -> Value:
     local: dict[int, Value] = {}
     with g.scope(f"{scope}/heads" if scope else "heads"):
         for j, n in enumerate(template):
+            if _is_projection(n, j, leaves, local):
+                local[id(n.output)] = _projection(new[id(n.inputs[0])],
+                                                  [new[id(w)] for w in leaves[(j, 1)]])
+                continue
             ins = []
             for i, v in enumerate(n.inputs):
                 if (j, i) in leaves:
