@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bootstrap dot gallery bench clean
+.PHONY: demo test bootstrap dot gallery bench lint clean
 
 bootstrap: $(STAMP) dot
 
@@ -26,6 +26,9 @@ demo: bootstrap
 
 test: bootstrap
 	$(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests
+
+lint: bootstrap
+	$(BIN)/ruff check --select E,F,W,I --ignore E501,E402 tgraph ops backends tests examples benchmarks
 
 gallery: bootstrap
 	$(BIN)/python examples/gallery.py

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tgraph.backends.numpy_backend import NumpyBackend
-
 from tgraph.errors import BackendError
 
 _NAMES = ("numpy", "cupy", "auto")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cupy
 import numpy as np
+
 from tgraph.ops.registry import get_op
 
 _FAST_DTYPES = (np.dtype("float32"), np.dtype("float64"))

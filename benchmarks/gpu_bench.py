@@ -42,10 +42,10 @@ def timed(fn, sync) -> float:
 
 def tgraph_side(be, config, batch, seq):
     """{"fwd"/"fwd+bwd": (seconds, peak bytes)} and the forward loss, on the CuPy backend."""
-    from tgraph.autodiff import grad
     from torch_gpt import GRAPH_OPTIONS
 
     import tgraph as tg
+    from tgraph.autodiff import grad
     from tgraph.models import build_model
 
     g = build_model("gpt", loss=True, **config, **GRAPH_OPTIONS)
@@ -98,7 +98,6 @@ def torch_side(config, batch, seq):
 
 def main(names) -> int:
     from tgraph.backends import get_backend
-
     from tgraph.errors import BackendError
 
     try:

@@ -1,7 +1,6 @@
 """tgraph.ops: the op registry and the built-in primitives, one module per family."""
 
-from tgraph.ops import (  # noqa: F401  (registers)
-    elementwise, fused_grads, layout, linalg, masking, reduce)
+from tgraph.ops import elementwise, fused_grads, layout, linalg, masking, reduce  # noqa: F401  (registers)
 from tgraph.ops.registry import OpDef, all_ops, get_op, register_op, unregister_op
 
 __all__ = ["OpDef", "all_ops", "get_op", "register_op", "unregister_op"]

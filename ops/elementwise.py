@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 from tgraph import builder as tb
+from tgraph.errors import ShapeError
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.ops.special import chunked, erf
-from tgraph.errors import ShapeError
 from tgraph.shapes import FLOAT_DTYPES, broadcast, fmt_shape
 from tgraph.types import TensorType
 

@@ -8,9 +8,9 @@ import math
 import numpy as np
 
 from tgraph import builder as tb
+from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import unbroadcast, zeros
 from tgraph.ops.registry import OpDef, register_op
-from tgraph.errors import ShapeError
 from tgraph.shapes import INT_DTYPES, broadcast, dim_div, fmt_shape, norm_axis, shape_size
 from tgraph.types import TensorType
 

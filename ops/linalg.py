@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from tgraph import builder as tb
+from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import broadcast_types, unbroadcast
 from tgraph.ops.registry import OpDef, register_op
-from tgraph.errors import ShapeError
 from tgraph.shapes import broadcast, fmt_shape
 from tgraph.types import TensorType
 

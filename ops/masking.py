@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 from tgraph import builder as tb
+from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import broadcast_types, need_float
 from tgraph.ops.registry import OpDef, register_op
-from tgraph.errors import ShapeError
 
 
 def keep_pattern(xp, t: int, s: int, causal: bool, window: int):

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tgraph.backends import NumpyBackend, get_backend
-from tgraph.ops import all_ops
-from tgraph.ops.registry import get_op
 
 import tgraph as tg
+from tgraph.backends import NumpyBackend, get_backend
 from tgraph.errors import BackendError
 from tgraph.feeds import random_feeds
+from tgraph.ops import all_ops
+from tgraph.ops.registry import get_op
 
 gpu = pytest.mark.gpu
 F32 = {"rtol": 1e-4, "atol": 1e-5}  # one kernel, float32

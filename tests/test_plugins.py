@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tgraph.ops import OpDef, get_op, register_op
-from tgraph.ops.registry import _REGISTRY
 
 import tgraph as tg
 from tgraph import builder as tb
 from tgraph import plugins
 from tgraph.cli import main
 from tgraph.errors import TGraphError, UnknownOpError
+from tgraph.ops import OpDef, get_op, register_op
+from tgraph.ops.registry import _REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 

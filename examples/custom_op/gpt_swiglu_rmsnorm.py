@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tgraph.ops import all_ops
 
 import tgraph as tg
 from tgraph.models import build_model
+from tgraph.ops import all_ops
 from tgraph.passes import dce
 from tgraph.plugins import load_installed
 

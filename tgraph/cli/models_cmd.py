@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import (echo_json, json_option, output_option, parse_pairs,
-                               plugin_option)
+from tgraph.cli.common import echo_json, json_option, output_option, parse_pairs, plugin_option
 
 
 @click.command("models")

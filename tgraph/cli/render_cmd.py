@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import (graph_source, parse_pairs, plugin_option, resolve_graph, status,
-                               verbosity_options)
+from tgraph.cli.common import (
+    graph_source,
+    parse_pairs,
+    plugin_option,
+    resolve_graph,
+    status,
+    verbosity_options,
+)
 
 rankdir_option = click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB",
                               show_default=True, help="Data flows top-to-bottom or left-to-right.")

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import click
 
-from tgraph.cli.common import (backend_option, graph_source, parse_pairs, plugin_option,
-                               status, verbosity_options, weights_option)
+from tgraph.cli.common import (
+    backend_option,
+    graph_source,
+    parse_pairs,
+    plugin_option,
+    status,
+    verbosity_options,
+    weights_option,
+)
 from tgraph.errors import TGraphError
 from tgraph.train.tasks import TASKS
 

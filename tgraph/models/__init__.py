@@ -16,7 +16,7 @@ from tgraph.ir import Graph
 from tgraph.models import bert, gpt, transformer, vit
 from tgraph.models.config import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec 
+MODELS: dict[str, ModelSpec] = {spec.name: spec
                                for spec in (transformer.SPEC, gpt.SPEC, bert.SPEC, vit.SPEC)}
 
 

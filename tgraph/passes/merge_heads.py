@@ -16,6 +16,7 @@ file. A group whose ops or shapes fall outside these rules is left as it is.
 from __future__ import annotations
 
 import re
+
 import numpy as np
 
 from tgraph import builder as tb

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 
-from tgraph.ops import OpDef, register_op
-
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
+from tgraph.ops import OpDef, register_op
 from tgraph.shapes import FLOAT_DTYPES
 
 
