@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import tgraph as tg
 from examples.demo import attention_block
+from tgraph import progress
 from tgraph.cli import common, main
 
 COMMANDS = sorted(main.commands)
@@ -205,7 +206,7 @@ class Stream:
 @common.verbosity_options
 def looper(tty):
     stream = Stream(tty)
-    with common.Progress(20, "train", stream=stream) as bar:
+    with progress.Progress(20, "train", stream=stream) as bar:
         for _ in range(20):
             bar.update(loss=0.5)
     common.status("status line")
@@ -218,7 +219,7 @@ def looper(tty):
 ])
 def test_progress_on_a_terminal_quiet_in_pipes(monkeypatch, args, terminal, shows):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal, raising=False)
-    monkeypatch.setattr(common, "_isatty", lambda s: terminal)
+    monkeypatch.setattr(progress, "_isatty", lambda s: terminal)
     out = CliRunner().invoke(looper, args + (["--tty"] if terminal else []))
     assert out.exit_code == 0
     drawn = ast.literal_eval(out.stdout.splitlines()[-1])  # the repr of what the bar wrote

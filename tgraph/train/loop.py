@@ -44,7 +44,7 @@ class Trainer:
         """Run ``steps`` steps on ``batches(step) -> feeds``; ``schedule(step) -> lr``;
         saves the weights to ``checkpoint`` every ``every`` steps and at the end. Shows a
         progress bar (loss, steps/s) on a terminal and nothing otherwise."""
-        from tgraph.cli.common import Progress
+        from tgraph.progress import Progress
 
         losses = []
         with Progress(steps, label) as bar:
