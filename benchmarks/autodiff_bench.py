@@ -4,24 +4,15 @@ with (autograd records its tape during each forward run), so no peer ratio here.
 
 from __future__ import annotations
 
-import time
+from timing import best_of  # benchmarks/timing.py, beside this script
 
 from tgraph.autodiff import grad
 from tgraph.models import build_model
 
 
-def best_of(fn, repeats=3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     g = build_model("gpt", preset="gpt2-small", loss=True, heads="split")
-    seconds = best_of(lambda: grad(g, "loss"))
+    seconds = best_of(lambda: grad(g, "loss"), repeats=3, warmup=False)
     fb = grad(g, "loss")
     print(f"forward graph: {len(g.nodes)} nodes; forward+backward: {len(fb.nodes)} nodes, "
           f"{len(fb.meta['grad']['wrt'])} gradients")

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import torch
+from timing import best_of  # benchmarks/timing.py, beside this script
 
 import tgraph as tg
 from tgraph import builder as tb
@@ -38,16 +39,6 @@ def torch_chain(x, y):
     return h
 
 
-def best_of(fn) -> float:
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     g = chain_graph()
     t0 = time.perf_counter()
@@ -55,10 +46,10 @@ def main() -> None:
     compile_s = time.perf_counter() - t0
     x = np.linspace(-1, 1, SIZE, dtype=np.float32)
     y = np.full(SIZE, 0.5, dtype=np.float32)
-    ours = best_of(lambda: ex.run({"x": x, "y": y}))
+    ours = best_of(lambda: ex.run({"x": x, "y": y}), REPEATS)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     with torch.no_grad():
-        peer = best_of(lambda: torch_chain(tx, ty))
+        peer = best_of(lambda: torch_chain(tx, ty), REPEATS)
     np.testing.assert_allclose(ex.run({"x": x, "y": y})["h"], torch_chain(tx, ty).numpy(),
                                rtol=1e-5)
     print(f"compile: {compile_s * 1e3:.1f} ms for {len(g.nodes)} nodes")

@@ -14,9 +14,9 @@ import argparse
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py, beside this script
 
 import tgraph as tg
 from tgraph.autodiff import grad
@@ -80,16 +80,6 @@ def torch_step():
     return step
 
 
-def best_of(fn) -> float:
-    fn()
-    times = []
-    for _ in range(STEPS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -113,12 +103,12 @@ def main() -> None:
            for side in ("tgraph", "torch")}
     import torch
 
-    peer = best_of(torch_step())
+    peer = best_of(torch_step(), STEPS)
     print(f"numpy {np.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads; best of {STEPS} steps")
     print(f"torch eager CPU:            {peer * 1e3:8.1f} ms/step")
     for heads, compiled in (("batched", False), ("split", False), ("split", True)):
-        ours = best_of(tgraph_step(heads, compiled))
+        ours = best_of(tgraph_step(heads, compiled), STEPS)
         label = f"heads={heads}" + (" +optimize" if compiled else "")
         print(f"tgraph numpy {label:<22} {ours * 1e3:8.1f} ms/step   "
               f"ratio {ours / peer:.2f} (target ≤ 1.5)")
