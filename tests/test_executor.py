@@ -164,3 +164,16 @@ def test_init_params_is_reproducible_and_follows_specs():
     assert abs(a["w"].std() - 0.5) < 0.02 and a["w"].dtype == np.float32
     assert (a["z"] == 0).all() and (a["o"] == 1).all()
     assert not np.array_equal(tg.init_params(g, 8)["w"], a["w"])
+
+
+def test_data_the_types_cannot_rule_out_fails_naming_the_node():
+    """A token id past the vocabulary, or T past a learned position table."""
+    from tgraph.models import build_model
+
+    g = build_model("gpt", preset="tiny", max_len=8, vocab=10)
+    params = tg.init_params(g)
+    with pytest.raises(FeedError, match=r"gather node 'embed/gather' .*int64\[1×4\].*"
+                                        r"IndexError"):
+        tg.run(g, {"tokens": np.array([[1, 2, 10, 3]])}, params)
+    with pytest.raises(FeedError, match=r"gather node 'embed/gather_1' .*T=9"):
+        tg.run(g, {"tokens": np.zeros((1, 9), np.int64)}, params)

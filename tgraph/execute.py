@@ -146,17 +146,25 @@ class Executable:
             buf[self.slot[v]] = be.asarray(params[v.name])
         for s, a in self._consts.items():
             buf[s] = a
-        for st, fn in zip(self.steps, self._kernels_for(env)):
-            res = fn(*[buf[i] for i in st.ins])
-            if len(st.outs) == 1:
-                buf[st.outs[0]] = res
-            else:
-                for s, r in zip(st.outs, res):
-                    buf[s] = r
-            if self.check:
-                self._check(st, buf, env)
-            for s in st.free:
-                buf[s] = None
+        st = None
+        try:
+            for st, fn in zip(self.steps, self._kernels_for(env)):
+                res = fn(*[buf[i] for i in st.ins])
+                if len(st.outs) == 1:
+                    buf[st.outs[0]] = res
+                else:
+                    for s, r in zip(st.outs, res):
+                        buf[s] = r
+                if self.check:
+                    self._check(st, buf, env)
+                for s in st.free:
+                    buf[s] = None
+        except (IndexError, ValueError, FloatingPointError, ArithmeticError) as e:
+            # data the types cannot rule out: a token id past the vocabulary, T past a
+            # learned position table
+            ins = ", ".join(f"{buf[i].dtype}[{fmt_shape(buf[i].shape)}]" for i in st.ins)
+            raise FeedError(f"{st.node.where()} failed on inputs {ins} ({_fmt_env(env)}): "
+                            f"{type(e).__name__}: {e}") from None
         return {k: buf[self.slot[v]] for k, v in g.outputs.items()}
 
     def _check(self, st: Step, buf, env) -> None:
