@@ -122,6 +122,7 @@ def test_inconsistent_symbolic_dims_are_rejected():
     ({"x": np.ones((2, 3))}, "rank 3"),
     ({"x": np.ones((2, 3, D + 1))}, "expected 2×3×8"),
     ({"x": np.ones((2, 3, D), dtype=np.int64)}, "dtype int64, expected float64"),
+    ({"x": np.ones((2, 3, D)), "y": np.ones(3)}, "has no input 'y'; its inputs: x"),
 ])
 def test_bad_feeds_name_the_input_and_shapes(feeds, msg):
     g = mlp_stack(1)

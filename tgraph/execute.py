@@ -127,6 +127,10 @@ class Executable:
         """Like run, but outputs stay on the backend's device."""
         feeds, params = dict(feeds or {}), dict(params or {})
         g, be = self.graph, self.backend
+        unknown = sorted(set(feeds) - {v.name for v in g.inputs})
+        if unknown:  # a typo would otherwise be ignored while the real input goes missing
+            raise FeedError(f"graph {g.name!r} has no input {unknown[0]!r}; its inputs: "
+                            f"{', '.join(v.name for v in g.inputs) or 'none'}")
         for v in g.inputs:
             if v.name not in feeds:
                 raise FeedError(f"missing feed for graph input {v.name!r} ({v.type})")
