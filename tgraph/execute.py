@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tgraph.errors import FeedError, ShapeError
+from tgraph.io import check_weights
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
 from tgraph.shapes import eval_shape, fmt_shape
 
@@ -135,13 +136,9 @@ class Executable:
             if v.name not in feeds:
                 raise FeedError(f"missing feed for graph input {v.name!r} ({v.type})")
             feeds[v.name] = _conform(feeds[v.name], v, "feed")
+        check_weights(g, params)
         for v in g.params:
-            if v.name not in params:
-                raise FeedError(f"weights are missing parameter {v.name!r} ({v.type})")
             params[v.name] = _conform(params[v.name], v, "parameter")
-            if tuple(params[v.name].shape) != v.shape:
-                raise FeedError(f"parameter {v.name!r} has shape "
-                                f"{fmt_shape(params[v.name].shape)}, expected {fmt_shape(v.shape)}")
         env = self.bind_dims(feeds, dims)
         buf: list[Any] = [None] * self.n_slots
         for v in g.inputs:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tgraph.errors import GraphFileError, TGraphError, UnknownOpError
+from tgraph.errors import FeedError, GraphFileError, TGraphError, UnknownOpError
 from tgraph.ir import CONST, INPUT, INTERMEDIATE, PARAM, Graph, Node, Value
+from tgraph.shapes import fmt_shape
 from tgraph.types import TensorType
 
 _UMASK = os.umask(0)
@@ -155,10 +156,11 @@ def load_weights(path: str | os.PathLike, graph: Graph | None = None) -> dict[st
 
 
 def check_weights(graph: Graph, params: dict, source: str = "weights") -> None:
+    """Every parameter of ``graph`` is in ``params`` with its shape (one FeedError if not)."""
     for p in graph.params:
         if p.name not in params:
-            raise TGraphError(f"{source} is missing parameter {p.name!r} ({p.type})")
-        a = params[p.name]
-        if tuple(a.shape) != tuple(p.shape):
-            raise TGraphError(f"{source}: parameter {p.name!r} has shape {list(a.shape)}, "
-                              f"graph expects {p.type}")
+            raise FeedError(f"{source} is missing parameter {p.name!r} ({p.type})")
+        shape = tuple(params[p.name].shape)
+        if shape != tuple(p.shape):
+            raise FeedError(f"{source}: parameter {p.name!r} has shape {fmt_shape(shape)}, "
+                            f"expected {fmt_shape(p.shape)}")
