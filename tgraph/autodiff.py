@@ -29,10 +29,10 @@ def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad
     float inputs, even intermediates); by default every float parameter the loss depends
     on. ``prefix`` tells second-order gradients apart from first-order ones.
     """
-    from tgraph.io import graph_from_json, graph_to_json
+    from tgraph.io import copy_graph
     from tgraph.passes import dce
 
-    g = graph_from_json(graph_to_json(graph), graph.name)  # never touch the caller's graph
+    g = copy_graph(graph)  # never touch the caller's graph
     by_name = {v.name: v for v in g.values()}
     y = _resolve_loss(g, by_name, loss.name if isinstance(loss, Value) else loss)
     upstream = _ancestors(g, y)

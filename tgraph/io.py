@@ -116,6 +116,12 @@ def graph_from_json(d: dict, source: str = "graph") -> Graph:
     return g.validate()
 
 
+def copy_graph(graph: Graph) -> Graph:
+    """An independent copy (the file format's round trip is exact), for passes that must
+    not touch the caller's graph."""
+    return graph_from_json(graph_to_json(graph), graph.name)
+
+
 def save_graph(graph: Graph, path: str | os.PathLike) -> None:
     with atomic_write(path) as f:
         json.dump(graph_to_json(graph), f, indent=1)

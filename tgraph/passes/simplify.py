@@ -81,12 +81,12 @@ def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
 def optimize(graph: Graph) -> tuple[Graph, dict[str, int]]:
     """A copy of ``graph`` made fast: heads merged into batched paths, then dead code,
     constants and common subexpressions until nothing changes; counts per pass."""
-    from tgraph.io import graph_from_json, graph_to_json
+    from tgraph.io import copy_graph
     from tgraph.passes.merge_heads import merge_heads
 
     g, merged = merge_heads(graph)
     if g is graph:
-        g = graph_from_json(graph_to_json(graph))
+        g = copy_graph(graph)
     report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0}
     while True:
         changed = {"fold_constants": fold_constants(g), "cse": cse(g)}
