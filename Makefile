@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bootstrap dot gallery bench lint clean
+.PHONY: demo test test-matrix bootstrap dot gallery bench lint clean
 
 bootstrap: $(STAMP) dot
 
@@ -26,6 +26,15 @@ demo: bootstrap
 
 test: bootstrap
 	$(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests
+
+# The suite under other CPUs and thread counts emulated on this one: torch's scalar kernels,
+# NumPy without its AVX2 (x86-64-v3) dispatch, one BLAS/OpenMP thread. A tolerance tied to the
+# host fails here before it fails on CI's machine.
+MATRIX := "" "ATEN_CPU_CAPABILITY=default" "NPY_DISABLE_CPU_FEATURES=X86_V3" \
+	"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1"
+test-matrix: bootstrap
+	@for e in $(MATRIX); do echo "== make test with $${e:-the default environment}"; \
+	  env $$e $(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests || exit 1; done
 
 lint: bootstrap
 	$(BIN)/ruff check --select E,F,W,I --ignore E501,E402 tgraph ops backends tests examples benchmarks

@@ -105,8 +105,9 @@ def _threads(n: int) -> int:
     return min(1024, max(32, 1 << (n - 1).bit_length()))
 
 
+# x·½·erfc(−x/√2), not ½·x·(1 + erf(x/√2)), which cancels in the negative tail
 _gelu_exact = cupy.ElementwiseKernel(
-    "T x", "T y", "y = T(0.5) * x * (T(1) + erf(x * T(0.7071067811865476)))", "tgraph_gelu")
+    "T x", "T y", "y = T(0.5) * x * erfc(x * T(-0.7071067811865476))", "tgraph_gelu")
 _gelu_tanh = cupy.ElementwiseKernel(
     "T x", "T y",
     "y = T(0.5) * x * (T(1) + tanh(T(0.7978845608028654) * (x + T(0.044715) * x * x * x)))",

@@ -11,7 +11,7 @@ import math
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.registry import OpDef, register_op
-from tgraph.ops.special import chunked, erf
+from tgraph.ops.special import chunked, erf, ndtr
 from tgraph.shapes import FLOAT_DTYPES, broadcast, fmt_shape
 from tgraph.types import TensorType
 
@@ -264,11 +264,11 @@ class Gelu(OpDef):
 def gelu_formula(xp, x, approximate):
     if approximate == "tanh":
         y = xp.tanh(gelu_tanh_inner(x))
+        y += 1
+        y *= 0.5
     else:
-        y = erf(xp, x * (1 / math.sqrt(2)))
-    y += 1
+        y = ndtr(xp, x)
     y *= x
-    y *= 0.5
     return y
 
 

@@ -10,10 +10,9 @@ from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import GELU_TANH_C, Gelu, gelu_tanh_inner, need_float
 from tgraph.ops.registry import OpDef, register_op
-from tgraph.ops.special import chunked, erf
+from tgraph.ops.special import chunked, ndtr
 from tgraph.shapes import norm_axis
 
-_INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _A = 0.044715  # the tanh form's cubic coefficient
 
@@ -50,10 +49,7 @@ class GeluGrad(OpDef):
                 xp.exp(s, out=s)
                 s *= x
                 s *= _INV_SQRT_2PI
-                s += 0.5
-                cdf = erf(xp, x * _INV_SQRT2)
-                cdf *= 0.5
-                s += cdf
+                s += ndtr(xp, x)
             s *= g
             return s
 
