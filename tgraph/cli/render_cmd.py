@@ -23,7 +23,8 @@ budget_option = click.option("--time-budget", type=click.FloatRange(min=0.1), de
 @click.command("render")
 @graph_source
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Output .svg, .png, .pdf or .dot (default: <graph name>.svg).")
+              help="Output .svg, .png, .pdf or .dot (default: <graph name>.svg here, the name "
+                   "made a safe base name).")
 @click.option("--depth", type=click.IntRange(min=0), default=None,
               help="Collapse scopes deeper than N into one box (0: the one-box overview; "
                    "default: every primitive).")
@@ -42,8 +43,9 @@ def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget
     Example: tgraph render gpt --preset tiny --depth 2 -o gpt.svg
     """
     from tgraph.render import render
+    from tgraph.sanitize import default_output
 
-    r = render(graph, output or f"{graph.name}.svg", depth=depth, fold=fold, backward=backward,
+    r = render(graph, output or default_output(graph.name, ".svg"), depth=depth, fold=fold, backward=backward,
                rankdir=rankdir, color=color, time_budget=time_budget)
     if r.note:
         status(f"note: {r.note}")

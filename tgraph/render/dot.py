@@ -1,18 +1,14 @@
 """Draw a View as DOT: nested clusters, styled items, shape-labelled edges, a legend.
 
-Every piece of text is escaped here, once: HTML-like labels through ``html.escape``,
-plain attributes through ``plain`` (so a name holding ``\\N``, quotes, ``<`` or a newline
-is shown as written and cannot break the file).
+Every ID and attribute goes through escape.dot_quote (the Digraph does it); HTML-like
+labels are built with escape.html_label from text escaped by escape.html_text.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
-import re
 
-import graphviz
-
+from tgraph.render.escape import Digraph, HtmlLabel, html_label, html_text
 from tgraph.render.heat import heat_fill
 from tgraph.render.hierarchy import Path
 from tgraph.render.view import HEAT_NAMES, View
@@ -77,34 +73,22 @@ LEGEND = {  # mark or kind -> (swatch colour, text)
     "moved": ("#c6dbef", "in both, moved to new inputs"),
     "changed": ("#fee0b6", "in both, attributes or shapes changed"),
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def html_text(text: str) -> str:
-    # dot expands \G, \N, ... even in HTML node labels, entities or not: a word joiner
-    # (invisible) after each backslash keeps the text as written
-    return html.escape(_CONTROL.sub(" ", str(text)), quote=True).replace("\\", "\\&#8288;")
-
-
-def plain(text: str) -> str:
-    """A quoted attribute (tooltip, edge label); quotes are escaped by graphviz.quote."""
-    return _CONTROL.sub(" ", str(text)).replace("\\", "\\\\\u2060")
-
-
-def item_label(lines: list[str], kind: str) -> str:
+def item_label(lines: list[str], kind: str) -> HtmlLabel:
     title, *rest = lines
     small = 8 if kind in ("op", "block", "input", "output") else 7
     body = "".join(f'<BR/><FONT POINT-SIZE="{small}" COLOR="#555555">{html_text(x)}</FONT>'
                    for x in rest)
     bold = kind in ("op", "block", "input", "output")
-    return f"<{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}{body}>"
+    return html_label(f"{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}{body}")
 
 
-def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> graphviz.Digraph:
-    g = graphviz.Digraph("tgraph", graph_attr={
+def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
+    g = Digraph("tgraph", graph_attr={
         "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t", "newrank": "true",
-        "label": f"<<B>{html_text(view.title)}</B>>", "nodesep": "0.18", "ranksep": "0.28",
-        "tooltip": plain(view.title)},
+        "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.28",
+        "tooltip": view.title},
         node_attr={"fontname": FONT}, edge_attr={
             "fontname": FONT, "fontsize": "7", "color": "#555555", "fontcolor": "#333333",
             "arrowsize": "0.6"})
@@ -119,7 +103,7 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> graphviz.Digrap
         children.setdefault(path[:-1], []).append(path)
     _emit(g, (), view, members, children, itertools.count())
     for e in view.edges:
-        attrs = {"label": plain(e.label)} if e.label else {}
+        attrs = {"label": e.label} if e.label else {}
         if e.marks:  # SVG classes: style or query the drawing with CSS
             attrs["class"] = " ".join(sorted(e.marks))
         for mark in sorted(e.marks):
@@ -141,24 +125,24 @@ def _emit(g, path: Path, view: View, members, children, serial) -> None:
                 attrs.update(style)
         if item.heat is not None and view.heat:
             attrs["fillcolor"] = heat_fill(item.heat, view.heat)
-        g.node(node_id, item_label(item.lines, item.kind), tooltip=plain(item.tooltip),
+        g.node(node_id, item_label(item.lines, item.kind), tooltip=item.tooltip,
                **{"class": " ".join([item.kind, *sorted(item.marks)])}, **attrs)
     if path == ():  # inputs on top, outputs at the bottom
         for kind, rank in (("input", "source"), ("output", "sink")):
             ids = [i for i in members.get((), []) if view.items[i].kind == kind]
             if ids:
-                g.body.append("{{rank={}; {}}}\n".format(rank, "; ".join(ids)))
+                g.same_rank(rank, ids)
     for child in children.get(path, []):
         title, *sub = view.cluster_titles[child]
         back = child[0] == "backward"
-        label = f"<<B>{html_text(title)}</B>" + "".join(
-            f'<BR/><FONT POINT-SIZE="8">{html_text(s)}</FONT>' for s in sub) + ">"
+        label = html_label(f"<B>{html_text(title)}</B>" + "".join(
+            f'<BR/><FONT POINT-SIZE="8">{html_text(s)}</FONT>' for s in sub))
         with g.subgraph(name=f"cluster_{next(serial)}") as c:
             c.attr(label=label, labeljust="l", fontsize="10", style="rounded,filled",
                    fillcolor="#faf7fd" if back else CLUSTER_FILLS[(len(child) - 1) % 5],
                    color=BACKWARD if back else "#8c8c8c",
                    penwidth="2" if child in view.folded_clusters else "1",
-                   tooltip=plain("/".join(child)))
+                   tooltip="/".join(child))
             _emit(c, child, view, members, children, serial)
 
 
@@ -172,6 +156,6 @@ def _legend(g, view: View) -> None:
         rows += (f'<TR><TD BGCOLOR="{heat_fill(1.0, view.heat)}"> </TD><TD ALIGN="LEFT">'
                  f'darker = larger share of {HEAT_NAMES[view.heat]}</TD></TR>')
     rows += '<TR><TD COLSPAN="2" ALIGN="LEFT">edge labels: tensor shapes</TD></TR>'
-    g.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">{rows}</TABLE>>',
+    g.node("legend", html_label(f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">{rows}</TABLE>'),
            shape="box", style="rounded", color="#bbbbbb", fontsize="8", tooltip="legend",
            **{"class": "legend"})

@@ -1,0 +1,38 @@
+"""What an SVG drawn by dot may contain when every name in the graph is hostile: parsed as
+XML, no processing instruction but the XML declaration, no script, image, foreignObject,
+no links (tgraph sets no URL), no event handlers, no reference to anything outside."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+FORBIDDEN_TAGS = {"script", "image", "foreignObject", "iframe", "object", "embed", "use",
+                  "style"}
+LINK_ATTRS = {"href", "src", "action", "formaction"}
+
+
+def svg_injections(data: bytes) -> list[str]:
+    """Injected constructs found in ``data`` (an SVG file's bytes); empty when clean.
+    A file that is not well-formed XML is itself reported."""
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_pis=True, insert_comments=False))
+    try:
+        root = ET.fromstring(data, parser=parser)
+    except ET.ParseError as e:
+        return [f"not well-formed XML: {e}"]
+    found = []
+    if b"<?xml-stylesheet" in data or b"<!ENTITY" in data:
+        found.append("stylesheet PI or entity declaration")
+    for el in root.iter():
+        if el.tag is ET.ProcessingInstruction:
+            found.append(f"processing instruction {el.text!r}")
+            continue
+        tag = el.tag.rpartition("}")[2]
+        if tag in FORBIDDEN_TAGS:
+            found.append(f"<{tag}> element")
+        for key, value in el.attrib.items():
+            name = key.rpartition("}")[2]
+            if name in LINK_ATTRS or name.startswith("on"):
+                found.append(f"attribute {name}={value[:60]!r} on <{tag}>")
+            if "javascript:" in value.replace(" ", "").lower() and name != "title":
+                found.append(f"javascript: in {name} of <{tag}>")
+    return found
