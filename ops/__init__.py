@@ -1,6 +1,7 @@
 """tgraph.ops: the op registry and the built-in primitives, one module per family."""
 
 from tgraph.ops import elementwise, fused_grads, layout, linalg, masking, reduce  # noqa: F401  (registers)
-from tgraph.ops.registry import OpDef, all_ops, get_op, register_op, unregister_op
+from tgraph.ops.elementwise import unbroadcast
+from tgraph.ops.registry import OpDef, Param, all_ops, get_op, register_op, unregister_op
 
-__all__ = ["OpDef", "all_ops", "get_op", "register_op", "unregister_op"]
+__all__ = ["OpDef", "Param", "all_ops", "get_op", "register_op", "unbroadcast", "unregister_op"]

@@ -7,7 +7,7 @@ import math
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import compare, need_float
-from tgraph.ops.registry import OpDef, register_op
+from tgraph.ops.registry import OpDef, Param, register_op
 from tgraph.shapes import INT_DTYPES, fmt_shape, norm_axis
 from tgraph.types import TensorType
 
@@ -177,6 +177,10 @@ class Layernorm(OpDef):
                 raise ShapeError(f"layernorm {name} must be {x.dtype}[{fmt_shape(x.shape[-1:])}], "
                                  f"got {t}")
         return x
+
+    def params(self, x, eps=1e-5):
+        return [Param("gamma", x.shape[-1:], {"dist": "ones"}),
+                Param("beta", x.shape[-1:], {"dist": "zeros"})]
 
     def kernel(self, xp, x, g, b, eps=1e-5):
         mu = x.mean(axis=-1, keepdims=True)

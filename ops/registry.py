@@ -15,12 +15,27 @@ serves both backends; a backend may still register a faster kernel for an op by 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tgraph.errors import NoGradientError, TGraphError, UnknownOpError
 from tgraph.types import TensorType
+
+
+@dataclass(frozen=True)
+class Param:
+    """A learned input an op declares: a norm's gain and bias, a PReLU's slope.
+
+    ``shape`` comes from the type of the op's first input; the dtype is that input's.
+    ``init`` is an ``init_params`` spec: {"dist": "ones"}, {"dist": "zeros"},
+    {"dist": "normal", "std": s} or {"dist": "uniform", "limit": a}."""
+
+    name: str
+    shape: tuple
+    init: dict = field(default_factory=lambda: {"dist": "zeros"})
 
 
 class OpDef:
@@ -53,6 +68,17 @@ class OpDef:
             f"{node.where()}")
 
     has_vjp = property(lambda self: type(self).vjp is not OpDef.vjp)
+
+    def params(self, x: TensorType, **attrs) -> list[Param]:
+        """The learned inputs that follow x, in order, when a model swaps this op in by name
+        (``activation=``, ``norm_op=``) or ``replace_op`` puts it in a graph; they become
+        parameters named ``<scope>/<name>``. Default: none."""
+        return []
+
+    def takes_attr(self, attr: str) -> bool:
+        """Whether the shape rule names the keyword ``attr`` (a norm's eps, say): a model
+        or ``replace_op`` passes such an attr on and leaves the others out."""
+        return attr in inspect.signature(self.infer).parameters
 
     def flops(self, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple], **attrs) -> int:
         """Floating-point operations for concrete shapes; default one per output element."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tgraph.ir import Graph
 from tgraph.models.config import ModelSpec, TokenConfig, token_dims, token_ranges
 from tgraph.models.embeddings import embed_tokens, finish, position_table, token_table, unembed
-from tgraph.models.init import layer_norm
+from tgraph.models.init import norm
 from tgraph.models.layers import encoder_layer, stack
 
 
@@ -26,7 +26,7 @@ def build(g: Graph, cfg: BERTConfig, loss: bool) -> None:
     with g.scope("embed"):
         table = token_table(g, cfg)
         x = embed_tokens(cfg, tokens, table, position_table(g, cfg, cfg.max_len))
-        x = layer_norm(cfg, x, "ln")
+        x = norm(cfg, x, "ln")
     with g.scope("encoder"):
         x = stack(cfg, x, cfg.n_layers, lambda h: encoder_layer(cfg, h, keep=keep))
     with g.scope("head"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tgraph.errors import TGraphError
+from tgraph.models import roles
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -31,6 +32,7 @@ class AttentionConfig:
     pos: str = "learned"
     heads: str = "split"
     activation: str = "gelu"
+    norm_op: str = "layernorm"
     value_rank: int = 0
     score: str = "dot"
     window: int = 0
@@ -41,7 +43,6 @@ class AttentionConfig:
         "norm": ("post", "pre"),
         "pos": ("sinusoidal", "learned", "rope", "alibi"),
         "heads": ("split", "batched"),
-        "activation": ("relu", "gelu", "gelu_tanh"),
         "score": ("dot", "additive"),
         "embed": ("gather", "one_hot"),
         "dtype": ("float32", "float64"),
@@ -59,7 +60,10 @@ class AttentionConfig:
         "norm": "LayerNorm after the residual add (post, 2017 text) or before the sublayer (pre)",
         "pos": "positional encoding",
         "heads": "each head its own Q/K/V path (split) or one projection + batched matmul",
-        "activation": "feed-forward nonlinearity (gelu = exact erf form)",
+        "activation": "feed-forward nonlinearity: any elementwise op by name, a plugin's "
+                      "too (relu, gelu = exact erf form, gelu_tanh, sigmoid, ...)",
+        "norm_op": "the normalisation op of every norm: layernorm or a plugin's (e.g. an "
+                   "RMSNorm), with the parameters it declares",
         "value_rank": "0 = full value map per head; r > 0 = value-down D×r then value-up r×d_head",
         "score": "scaled dot product or additive (Bahdanau) scores",
         "window": "0 = attend everywhere allowed; r > 0 = only keys within r positions",
@@ -93,6 +97,8 @@ class AttentionConfig:
         for key in ("value_rank", "window"):
             if getattr(self, key) < 0:
                 _bad(key, getattr(self, key), "0 or a positive integer")
+        for key in roles.ROLES:
+            roles.check(key, getattr(self, key), self.dtype)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

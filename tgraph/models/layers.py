@@ -14,16 +14,11 @@ from collections.abc import Callable
 
 from tgraph import builder as tb
 from tgraph.ir import Value
+from tgraph.models import roles
 from tgraph.models.attention import attention
-from tgraph.models.init import layer_norm, weight, zeros
+from tgraph.models.init import norm, weight, zeros
 
 RESIDUAL = "residual"  # node.meta["role"] of residual adds, for renderers
-
-
-def activation(cfg, h: Value) -> Value:
-    if cfg.activation == "relu":
-        return tb.relu(h)
-    return tb.gelu(h, approximate="tanh" if cfg.activation == "gelu_tanh" else "none")
 
 
 def feed_forward(cfg, x: Value) -> Value:
@@ -31,21 +26,21 @@ def feed_forward(cfg, x: Value) -> Value:
     g = x.graph
     h = tb.linear(x, weight(g, "w_1", (cfg.d_model, cfg.d_ff), cfg),
                   zeros(g, "b_1", (cfg.d_ff,), cfg))
-    return tb.linear(activation(cfg, h), weight(g, "w_2", (cfg.d_ff, cfg.d_model), cfg),
+    return tb.linear(roles.apply(cfg.activation, h), weight(g, "w_2", (cfg.d_ff, cfg.d_model), cfg),
                      zeros(g, "b_2", (cfg.d_model,), cfg))
 
 
 def sublayer(cfg, x: Value, index: int, scope: str, fn: Callable[[Value], Value]) -> Value:
-    """One residual block: the sublayer ``fn`` under ``scope``, its LayerNorm ``ln_<index>``
+    """One residual block: the sublayer ``fn`` under ``scope``, its norm ``ln_<index>``
     placed by ``cfg.norm``, and the residual add (marked for renderers)."""
     g = x.graph
-    norm = f"ln_{index}"
-    inner = layer_norm(cfg, x, norm) if cfg.norm == "pre" else x
+    ln = f"ln_{index}"
+    inner = norm(cfg, x, ln) if cfg.norm == "pre" else x
     with g.scope(scope):
         y = fn(inner)
     out = x + y
     out.node.meta["role"] = RESIDUAL
-    return layer_norm(cfg, out, norm) if cfg.norm == "post" else out
+    return norm(cfg, out, ln) if cfg.norm == "post" else out
 
 
 def encoder_layer(cfg, x: Value, keep: Value | None = None, causal: bool = False) -> Value:
@@ -67,4 +62,4 @@ def stack(cfg, x: Value, n_layers: int, layer: Callable[[Value], Value]) -> Valu
     for i in range(n_layers):
         with g.scope(f"layer_{i}"):
             x = layer(x)
-    return layer_norm(cfg, x, "ln_f") if cfg.norm == "pre" else x
+    return norm(cfg, x, "ln_f") if cfg.norm == "pre" else x
