@@ -31,9 +31,9 @@ def main(steps: int = 400) -> None:
     print(f"loss {np.mean(losses[-20:]):.3f} nats/char vs unigram entropy "
           f"{task.unigram_entropy():.3f}")
     forward = tg.Executable(build_model("gpt", **config))
-    ids = generate(forward, trainer.host_params(), task.vocab_chars.encode("The "), 200,
+    ids = generate(forward, trainer.host_params(), task.codec.encode("The "), 200,
                    task.seq_len, temperature=0.7, rng=np.random.default_rng(1))
-    print(task.vocab_chars.decode(ids))
+    print(task.codec.decode(ids))
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_text_task_and_a_short_gpt_run(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abab abba " * 40)
     task = TextTask(path, seq_len=8)
-    assert task.vocab_chars.chars == " ab"
+    assert task.codec.chars == " ab"
     p = np.array([80, 160, 160]) / 400  # closed form of the character entropy
     assert task.unigram_entropy() == pytest.approx(-(p * np.log(p)).sum())
     b = task.batch(np.random.default_rng(0), 3)

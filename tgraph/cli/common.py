@@ -70,10 +70,15 @@ def graph_source(f):
     return wrapper
 
 
+def is_graph_file(spec: str) -> bool:
+    """A GRAPH|MODEL argument names a graph file (else a model of the zoo)."""
+    return spec.endswith(".json") or Path(spec).is_file()
+
+
 def resolve_graph(spec: str, preset=None, sets=(), loss=False):
     from tgraph.io import load_graph
 
-    if spec.endswith(".json") or Path(spec).is_file():
+    if is_graph_file(spec):
         if preset or sets or loss:
             raise TGraphError("--preset/--set/--loss apply to a model name, not a graph file")
         return load_graph(spec)

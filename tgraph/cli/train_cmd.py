@@ -48,9 +48,10 @@ def grad_cmd(graph, wrt, of, output):
 
 
 @click.command("train")
-@click.argument("model")
-@click.option("--task", type=click.Choice(TASKS), required=True,
-              help="reverse/copy/sort digit sequences (transformer) or text (gpt).")
+@click.argument("model", metavar="MODEL|GRAPH")
+@click.option("--task", type=click.Choice(TASKS),
+              help="reverse/copy/sort digit sequences (src_tokens, tgt_tokens: transformer) "
+                   "or text (tokens: gpt); default text when --data is given.")
 @click.option("--data", type=click.Path(dir_okay=False),
               help="Text file for --task text, e.g. examples/data/corpus.txt.")
 @click.option("--preset", help="Model preset to start from.")
@@ -59,8 +60,8 @@ def grad_cmd(graph, wrt, of, output):
 @click.option("--steps", default=300, show_default=True)
 @click.option("--batch", default=64, show_default=True, help="Sequences per step.")
 @click.option("--seq-len", type=int, metavar="N",
-              help="Context length for text (default 64), digits per sequence for "
-                   "reverse/copy/sort (default 8).")
+              help="Context length for text (default 64, at most the graph's), digits per "
+                   "sequence for reverse/copy/sort (default 8).")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
               show_default=True)
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate.")
@@ -77,47 +78,82 @@ def grad_cmd(graph, wrt, of, output):
               help="Weights .npz; the forward graph goes beside it as .json.")
 def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer, lr,
               warmup, weight_decay, clip, checkpoint_every, seed, backend, output):
-    """Train a model on a task and save its weights (and graph, for generate).
+    """Train a zoo model, or any graph file with a scalar loss output, on a task; save its
+    weights (and the forward graph beside them, for generate).
 
-    Example: tgraph train transformer --task reverse --preset tiny --steps 300 -o rev.npz
+    Examples: tgraph train transformer --task reverse --preset tiny -o rev.npz;
+    tgraph train my_gpt.json --data corpus.txt -o w.npz
     """
     import numpy as np
 
     from tgraph.io import save_graph
-    from tgraph.models import build_model
     from tgraph.params import init_params
     from tgraph.train import OPTIMIZERS, Trainer, warmup_cosine
-    from tgraph.train.tasks import make_task
+    from tgraph.train.fit import fixed_batch, forward_graph
 
-    job = make_task(task, data, seq_len)
-    if model != job.model:
-        raise TGraphError(f"task {task} trains the {job.model} model, not {model}")
-    overrides = {**parse_pairs(sets, "--set"), **job.model_overrides()}
-    graph = build_model(model, preset, loss=True, **overrides)
+    task = task or ("text" if data else None)
+    if task is None:
+        raise click.UsageError("give --task NAME, or --data FILE for --task text")
+    graph, job = _graph_and_task(model, task, data, preset, sets, seq_len)
+    names = [v.name for v in graph.inputs]
     extra = {"weight_decay": weight_decay}
     trainer = Trainer(graph, init_params(graph, seed), OPTIMIZERS[optimizer](lr, **extra),
                       backend, clip)
     rng = np.random.default_rng(seed)
-    losses = trainer.fit(lambda step: job.batch(rng, batch), steps,
+    batch = fixed_batch(graph) or batch  # a graph saved with a fixed B takes only that
+    losses = trainer.fit(lambda step: job.batch(rng, batch, names), steps,
                          warmup_cosine(lr, steps, min(warmup, steps // 2)), output,
                          checkpoint_every)
-    forward = build_model(model, preset, **overrides)
+    forward = forward_graph(graph)
     if task == "text":
-        forward.meta["chars"] = job.vocab_chars.chars
+        forward.meta["text"] = {**job.codec.to_meta(), "context": job.seq_len}
     graph_path = Path(output).with_suffix(".json")
     save_graph(forward, graph_path)
     status(f"wrote {output} and {graph_path}")
     final = float(np.mean(losses[-20:]))
+    click.echo(f"loss {losses[0]:.4f} -> {final:.4f} (mean of the last "
+               f"{min(20, len(losses))} steps)")
     if task == "text":
-        click.echo(f"loss {final:.4f} nats/char (unigram entropy of the corpus "
-                   f"{job.unigram_entropy():.4f})")
-    else:
+        click.echo(f"{final:.4f} nats/token against the unigram entropy of the data, "
+                   f"{job.unigram_entropy():.4f}")
+    elif "logits" in forward.outputs:
         from tgraph.execute import Executable
 
         acc = job.accuracy(Executable(forward, backend), trainer.host_params(),
                            np.random.default_rng(seed + 1))
-        click.echo(f"loss {final:.4f}, exact-sequence accuracy on held-out sequences "
-                   f"{acc:.1%}")
+        click.echo(f"exact-sequence accuracy on held-out sequences {acc:.1%}")
+
+
+def _graph_and_task(spec, task, data, preset, sets, seq_len):
+    """The graph to train (a zoo model built to fit the task, or a graph file checked
+    against it) and the task, sized to the graph."""
+    from tgraph.cli.common import is_graph_file
+    from tgraph.io import load_graph
+    from tgraph.models import build_model, get_spec
+    from tgraph.train import fit
+    from tgraph.train.tasks import SequenceTask, TextTask, make_task
+
+    if is_graph_file(spec):
+        if preset or sets:
+            raise TGraphError("--preset/--set apply to a model name, not a graph file")
+        graph = load_graph(spec)
+        fit.check_loss(graph)
+        text = task == "text"
+        fit.check_inputs(graph, task, (TextTask if text else SequenceTask).feeds)
+        limit = fit.context(graph, "tokens" if text else "tgt_tokens")
+        if seq_len is None and limit:
+            seq_len = min(64 if text else 8, limit)
+        ids = fit.token_ids(graph)
+        job = make_task(task, data, seq_len, ids)
+        if not text and ids is not None and ids < job.vocab:
+            raise TGraphError(f"task {task} needs {job.vocab} token ids (10 digits and BOS) "
+                              f"but graph {graph.name!r} has {ids}")
+        return graph, job
+    job = make_task(task, data, seq_len)
+    if get_spec(spec).name != job.model:
+        raise TGraphError(f"task {task} trains the {job.model} model, not {spec}")
+    overrides = {**parse_pairs(sets, "--set"), **job.model_overrides()}
+    return build_model(spec, preset, loss=True, **overrides), job
 
 
 @click.command("generate")
@@ -139,17 +175,16 @@ def generate_cmd(graph, weights, prompt, length, temperature, top_k, seed, backe
     from tgraph.execute import Executable
     from tgraph.io import load_weights
     from tgraph.train.sample import generate
-    from tgraph.train.tasks import CharVocab
+    from tgraph.train.tasks import codec_from_meta
 
-    chars = graph.meta.get("chars")
-    if not chars:
-        raise TGraphError(f"graph {graph.name!r} has no character vocabulary: use the .json "
+    codec = codec_from_meta(graph.meta)
+    if codec is None:
+        raise TGraphError(f"graph {graph.name!r} has no text vocabulary: use the .json "
                           "that tgraph train --task text wrote beside its weights")
     if not weights:
         raise TGraphError("give the trained weights with --weights W.npz")
-    vocab = CharVocab(chars)
-    start = vocab.encode(prompt) or [0]  # no prompt: start from the first character
+    start = codec.encode(prompt) or [0]  # no prompt: start from the first id
     ids = generate(Executable(graph, backend), load_weights(weights, graph), start, length,
-                   graph.meta["config"]["max_len"], temperature, top_k,
+                   graph.meta["text"]["context"], temperature, top_k,
                    np.random.default_rng(seed))
-    click.echo(vocab.decode(ids if prompt else ids[1:]))
+    click.echo(codec.decode(ids if prompt else ids[1:]))
