@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from tgraph.errors import BackendError
 
-_NOT_INSTALLED = "CuPy is not installed: pip install 'tgraph[gpu]'"
+_NOT_INSTALLED = ("CuPy is not installed: pip install -e '.[gpu]' in a checkout of tgraph (or "
+                  "pip install cupy-cuda12x)")
 _NO_DEVICE = "CuPy is installed but no CUDA device/driver is usable: {}"
 
 

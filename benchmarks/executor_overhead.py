@@ -21,8 +21,8 @@ OPS = ("add", "mul", "tanh", "sub")
 
 def chain_graph() -> tg.Graph:
     g = tg.Graph("chain")
-    x = g.input("x", "float32", (SIZE,))
-    y = g.input("y", "float32", (SIZE,))
+    x = g.input("x", (SIZE,), "float32")
+    y = g.input("y", (SIZE,), "float32")
     h = x
     for i in range(N_NODES):
         op = OPS[i % len(OPS)]

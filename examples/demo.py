@@ -26,7 +26,7 @@ OUT = Path("out/demo")
 def attention_block(d_model: int = 32, n_heads: int = 4) -> tg.Graph:
     """A hand-built causal multi-head attention block with add & norm (the builder API)."""
     g = tg.Graph("attention_block", meta={"dims": {"B": 2, "T": 8}})
-    x = g.input("x", "float32", ("B", "T", d_model))
+    x = g.input("x", ("B", "T", d_model), "float32")
     dh = d_model // n_heads
     heads = []
     with g.scope("attn"):

@@ -95,8 +95,10 @@ class OpDef:
         return []
 
     def describe(self) -> str:
+        """The first paragraph of ``doc`` (or the docstring), on one line: a sentence that
+        wraps in the source is not cut."""
         text = (self.doc or type(self).__doc__ or "").strip()
-        return text.splitlines()[0] if text else ""
+        return " ".join(text.split("\n\n")[0].split())
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -24,8 +24,8 @@ def residual_block() -> tg.Graph:
     """x → LN → matmul + bias (broadcast) → GELU → matmul, added back to x (fan-out), then
     an attention-like softmax over a causal mask, and cross-entropy against int targets."""
     g = tg.Graph("block")
-    x = g.input("x", "float64", ("B", "T", D))
-    targets = g.input("targets", "int64", ("B", "T"))
+    x = g.input("x", ("B", "T", D), "float64")
+    targets = g.input("targets", ("B", "T"), "int64")
     with g.scope("mlp"):
         h = tb.layernorm(x, g.param("ln_g", (D,), "float64"), g.param("ln_b", (D,), "float64"))
         h = tb.gelu(tb.linear(h, g.param("w1", (D, 2 * D), "float64"),
@@ -117,7 +117,7 @@ def test_only_what_leads_to_wrt_is_differentiated():
 
 def test_fan_out_contributions_are_summed():
     g = tg.Graph("fan")
-    x = g.input("x", "float64", (3,))
+    x = g.input("x", (3,), "float64")
     g.set_output("y", tb.sum(x * x + tb.exp(x) + x))
     x0 = rng.standard_normal(3)
     out = tg.run(grad(g, "y", wrt=["x"]), {"x": x0})
@@ -135,7 +135,7 @@ def test_int_inputs_get_no_gradient_and_cannot_be_asked_for():
 def test_gather_gradient_adds_rows_of_repeated_indices():
     g = tg.Graph("emb")
     table = g.param("table", (4, 2), "float64")
-    idx = g.input("idx", "int64", (3,))
+    idx = g.input("idx", (3,), "int64")
     weights = g.const(np.arange(6.0).reshape(3, 2), dtype="float64")
     g.set_output("loss", tb.sum(tb.gather(table, idx) * weights))
     out = tg.run(grad(g, "loss"), {"idx": np.array([1, 3, 1])}, {"table": np.zeros((4, 2))})
@@ -194,14 +194,14 @@ def test_gradient_graph_round_trips_through_a_file(tmp_path):
 def test_hessian_vector_product_of_a_grad_graph_matches_finite_differences():
     """grad of a graph that already has a backward part: Hv = d/dx (∇f(x) · v)."""
     g = tg.Graph("f")
-    x = g.input("x", "float64", (3, 4))
+    x = g.input("x", (3, 4), "float64")
     w = g.const(rng.standard_normal((4, 4)), "w", "float64")
     h = tb.softmax(tb.tanh(tb.matmul(x, w)) * x, -1)
     y = tb.layernorm(h, g.const(np.full(4, 1.5), "gamma", "float64"),
                      g.const(np.zeros(4), "beta", "float64"))
     g.set_output("f", tb.sum(y * y))
     g1 = grad(g, "f", wrt=["x"])
-    v = g1.input("v", "float64", (3, 4))
+    v = g1.input("v", (3, 4), "float64")
     g1.set_output("gv", tb.sum(g1.outputs["grad/x"] * v))
     g2 = grad(g1, "gv", wrt=["x"], prefix="hvp")
     assert any(n.scope.startswith("backward/backward") for n in g2.nodes)

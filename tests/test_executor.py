@@ -19,7 +19,7 @@ D = 8
 
 def mlp_stack(n_layers=3):
     g = tg.Graph("mlp")
-    x = g.input("x", "float64", ("B", "T", D))
+    x = g.input("x", ("B", "T", D), "float64")
     h = x
     for i in range(n_layers):
         with g.scope(f"layer_{i}"):
@@ -110,8 +110,8 @@ def test_freed_arrays_are_really_released_during_the_run():
 
 def test_inconsistent_symbolic_dims_are_rejected():
     g = tg.Graph("two")
-    a = g.input("a", "float32", ("B", "T"))
-    b = g.input("b", "float32", ("B", "T"))
+    a = g.input("a", ("B", "T"), "float32")
+    b = g.input("b", ("B", "T"), "float32")
     g.set_output("y", a + b)
     with pytest.raises(FeedError, match=r"dim T is 4 here but 3"):
         tg.run(g, {"a": np.ones((2, 3), "float32"), "b": np.ones((2, 4), "float32")})

@@ -131,7 +131,7 @@ def to_f32(a):
 def one_node(op: str, arrays, attrs):
     """A graph whose inputs x0, x1, ... feed one `op` node; returns it with the outputs."""
     g = tg.Graph(op)
-    ins = [g.input(f"x{i}", str(a.dtype), a.shape) for i, a in enumerate(arrays)]
+    ins = [g.input(f"x{i}", a.shape, str(a.dtype)) for i, a in enumerate(arrays)]
     out = g.apply(op, ins, attrs)
     return g, out if isinstance(out, tuple) else (out,)
 
@@ -172,7 +172,7 @@ def test_op_vjp_matches_numpy(cupy_backend, op):
     rng = np.random.default_rng(1)
     for arrays, attrs in cases(op):
         g, outs = one_node(op, arrays, attrs)
-        dys = [g.input(f"dy{i}", v.dtype, v.shape) for i, v in enumerate(outs)]
+        dys = [g.input(f"dy{i}", v.shape, v.dtype) for i, v in enumerate(outs)]
         grads = get_op(op).vjp(outs[0].node, dys)
         for i, dx in enumerate(grads):
             if dx is not None:

@@ -23,7 +23,7 @@ def randn(*shape, dtype="float64"):
 def run_op(op, arrays, **attrs):
     """Build a graph holding one `op` node over inputs shaped like `arrays` and run it."""
     g = tg.Graph(op)
-    ins = [g.input(f"x{i}", str(a.dtype), a.shape) for i, a in enumerate(arrays)]
+    ins = [g.input(f"x{i}", a.shape, str(a.dtype)) for i, a in enumerate(arrays)]
     out = g.apply(op, ins, attrs)
     outs = out if isinstance(out, tuple) else (out,)
     for i, v in enumerate(outs):
@@ -132,7 +132,7 @@ def test_layernorm_matches_torch_and_decomposition():
     close(y, F.layer_norm(t(x), (8,), t(g), t(b), eps=1e-5), rtol=1e-9)
 
     graph = tg.Graph("ln")
-    xv, gv, bv = (graph.input(n, "float64", a.shape) for n, a in (("x", x), ("g", g), ("b", b)))
+    xv, gv, bv = (graph.input(n, a.shape, "float64") for n, a in (("x", x), ("g", g), ("b", b)))
     from tgraph import builder as tb
 
     graph.set_output("y", tb.layernorm(xv, gv, bv, decompose=True))
@@ -208,7 +208,7 @@ BAD = [
 def test_bad_shapes_raise_at_build_time_naming_node_scope_and_shapes(op, shapes, attrs, msg):
     g = tg.Graph("bad")
     dtypes = ["int64" if op == "cross_entropy" and i == 1 else "float32" for i in range(len(shapes))]
-    ins = [g.input(f"x{i}", d, s) for i, (s, d) in enumerate(zip(shapes, dtypes))]
+    ins = [g.input(f"x{i}", s, d) for i, (s, d) in enumerate(zip(shapes, dtypes))]
     with g.scope("layer_7/attn"), pytest.raises(ShapeError) as e:
         g.apply(op, ins, attrs)
     text = str(e.value)
@@ -219,12 +219,12 @@ def test_bad_shapes_raise_at_build_time_naming_node_scope_and_shapes(op, shapes,
 def test_mixed_dtypes_are_rejected():
     g = tg.Graph("bad")
     with pytest.raises(ShapeError, match="one dtype"):
-        g.input("a", "float32", (2,)) + g.input("b", "float64", (2,))
+        g.input("a", (2,), "float32") + g.input("b", (2,), "float64")
 
 
 def test_flops_of_matmul_is_closed_form():
     g = tg.Graph("f")
-    y = g.input("a", "float32", ("B", 4, 5)) @ g.input("b", "float32", (5, 6))
+    y = g.input("a", ("B", 4, 5), "float32") @ g.input("b", (5, 6), "float32")
     from tgraph.execute import graph_flops
 
     assert graph_flops(g, {"B": 3}) == 2 * 3 * 4 * 5 * 6

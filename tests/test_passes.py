@@ -11,7 +11,7 @@ from tgraph.passes import cse, dce, fold_constants, optimize
 
 def graph_with_waste():
     g = tg.Graph("waste")
-    x = g.input("x", "float32", ("B", 4))
+    x = g.input("x", ("B", 4), "float32")
     w = g.param("w", (4, 4))
     a = tb.tanh(x @ w)
     b = tb.tanh(x @ w)  # same as a

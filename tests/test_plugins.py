@@ -71,7 +71,7 @@ def tgraph_cmd(*args, cwd, env=None):
 
 def cube_graph() -> tg.Graph:
     g = tg.Graph("cubed")
-    g.set_output("y", g.apply("cube", [g.input("x", "float32", ("N",))]))
+    g.set_output("y", g.apply("cube", [g.input("x", ("N",), "float32")]))
     return g
 
 
@@ -111,7 +111,7 @@ def test_installed_ops_work_from_python_and_graph_files_without_naming_the_plugi
     code = textwrap.dedent("""
         import numpy as np, tgraph as tg
         g = tg.Graph("norm")
-        x = g.input("x", "float32", (2, 4))
+        x = g.input("x", (2, 4), "float32")
         g.set_output("y", g.apply("rmsnorm", [x, g.param("gamma", (4,))], {"eps": 0.0}))
         tg.save_graph(g, "norm.json")
         x = np.arange(8, dtype="float32").reshape(2, 4) + 1

@@ -182,7 +182,7 @@ def test_backward_view_mirrors_scopes_with_saved_activations_and_gradients(tmp_p
 
 def hostile_graph() -> Graph:
     g = Graph('g"<b>&amp;\\N')
-    x = g.input('x"<i>\\G\n}', "float32", ("B", 4))
+    x = g.input('x"<i>\\G\n}', ("B", 4), "float32")
     with g.scope('a<b>&"c"\\l'):
         y = tb.matmul(x, g.param("w{|}<>", (4, 4)))
     g.set_output("out</text>]]>", tb.relu(y))

@@ -10,7 +10,7 @@ from tgraph.summary import TOP_LEVEL, format_table, human, summarize
 def two_layer_mlp(d=8, h=32) -> tg.Graph:
     """x[B, d] -> layer_0 (matmul d×h, relu) -> layer_1 (matmul h×d) -> a top-level sum."""
     g = tg.Graph("mlp")
-    x = g.input("x", "float32", ("B", d))
+    x = g.input("x", ("B", d), "float32")
     with g.scope("layer_0"):
         y = tb.relu(tb.matmul(x, g.param("w", (d, h))))
     with g.scope("layer_1/proj"):

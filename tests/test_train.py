@@ -67,7 +67,7 @@ def test_warmup_then_cosine():
 
 def least_squares_graph():
     g = tg.Graph("lsq")
-    x, y = g.input("x", "float64", ("N", 3)), g.input("y", "float64", ("N",))
+    x, y = g.input("x", ("N", 3), "float64"), g.input("y", ("N",), "float64")
     pred = tb.sum(x * g.param("w", (3,), "float64"), -1) + g.param("b", (), "float64")
     err = pred - y
     g.set_output("loss", tb.mean(err * err))

@@ -1,7 +1,7 @@
 """Builder API: functions that take Values and return Values, adding nodes to their graph.
 
     g = Graph("attn")
-    x = g.input("x", "float32", ("B", "T", 64))
+    x = g.input("x", ("B", "T", 64), "float32")
     with g.scope("layer_0"):
         w = g.param("w_q", (64, 64))
         q = tb.matmul(x, w)

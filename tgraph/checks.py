@@ -84,7 +84,7 @@ def check_op(name: str, backends=("numpy",), seed: int = 0, eps: float = 1e-6,
 
 def _one_node_graph(name, arrays, attrs) -> tuple[Graph, list]:
     g = Graph(f"check_{name}")
-    ins = [g.input(f"x{i}", str(a.dtype), a.shape) for i, a in enumerate(arrays)]
+    ins = [g.input(f"x{i}", a.shape, str(a.dtype)) for i, a in enumerate(arrays)]
     out = g.apply(name, ins, attrs)
     outs = list(out) if isinstance(out, tuple) else [out]
     for j, v in enumerate(outs):

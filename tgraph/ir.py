@@ -155,13 +155,21 @@ class Graph:
         self._names.add(name)
         return Value(name, type_, kind, graph=self, **kw)
 
-    def input(self, name: str, dtype: str, shape) -> Value:
+    # input and param both take (name, shape, dtype): shape first, as in NumPy.
+    def input(self, name: str, shape, dtype: str = "float32") -> Value:
+        """A value fed at run time: ``g.input("tokens", ("B", "T"), "int64")``."""
+        if isinstance(shape, str):
+            raise TGraphError(f"input {name!r}: the shape comes before the dtype, "
+                              f"g.input(name, shape, dtype); got shape {shape!r}")
         v = self._leaf(name, TensorType(dtype, tuple(shape)), INPUT)
         self.inputs.append(v)
         return v
 
     def param(self, name: str, shape, dtype: str = "float32", init: dict | None = None) -> Value:
         """A trainable weight, named by the current scope: ``layer_0/attn/w_q``."""
+        if isinstance(shape, str):
+            raise TGraphError(f"parameter {name!r}: the shape comes before the dtype, "
+                              f"g.param(name, shape, dtype); got shape {shape!r}")
         v = self._leaf(self._scoped(name), TensorType(dtype, tuple(shape)), PARAM,
                        init=dict(init or {"dist": "normal", "std": 0.02}))
         self.params.append(v)

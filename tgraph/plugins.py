@@ -31,13 +31,16 @@ def is_path(spec: str) -> bool:
 
 
 def load_plugin(spec: str) -> None:
-    """Import a plugin module (``pkg.ops``) or Python file (``path/to/ops.py``), once."""
+    """Import a plugin module (``pkg.ops``, looked up on sys.path with the current directory
+    first) or Python file (``path/to/ops.py``), once."""
     path = Path(spec).resolve() if is_path(spec) else None
     key = str(path) if path else spec
     if key in _loaded:
         return
     if path and not path.is_file():
         raise TGraphError(f"plugin file {spec!r} does not exist")
+    if not path and os.getcwd() not in sys.path:  # `--plugin my_ops` finds ./my_ops.py
+        sys.path.insert(0, os.getcwd())
     _guarded_import(f"plugin {spec!r}", spec,
                     lambda: _import_file(path) if path else importlib.import_module(spec))
     _loaded.add(key)

@@ -34,7 +34,7 @@ from tgraph_swiglu_rmsnorm import rmsnorm, swiglu
 def swap_in_plugin_ops(src: tg.Graph) -> tg.Graph:
     """A copy of ``src`` with RMSNorm for LayerNorm and SwiGLU for GELU feed-forwards."""
     g = tg.Graph(f"{src.name}-swiglu-rmsnorm", dict(src.meta))
-    new = {v: g.input(v.name, v.dtype, v.shape) for v in src.inputs}
+    new = {v: g.input(v.name, v.shape, v.dtype) for v in src.inputs}
     new |= {v: g.param(v.name, v.shape, v.dtype, v.init) for v in src.params}
     new |= {v: g.const(v.data, v.name, v.dtype) for v in src.consts}
     for n in src.nodes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import graph_source, output_option
+from tgraph.cli.common import graph_source, output_option, status
 
 
 @click.command("compile")
@@ -23,4 +23,4 @@ def compile_cmd(graph, output):
                f"({', '.join(f'{k}: {v}' for k, v in report.items())})")
     if output:
         save_graph(fast, output)
-        click.echo(f"wrote {output}")
+        status(f"wrote {output}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from collections import Counter
 
 import click
@@ -18,6 +20,7 @@ from tgraph.cli.common import (
     output_option,
     parse_dims,
     plugin_option,
+    status,
     weights_option,
 )
 
@@ -45,10 +48,12 @@ def ops_cmd(check_name, as_json):
              "vjp": d.has_vjp, "source": d.source} for n, d in all_ops().items()]
     if as_json:
         return echo_json(rows)
-    width = max(len(r["signature"]) for r in rows)
-    for r in rows:
-        plugin = "" if r["source"].startswith("tgraph.") else f"  [{r['source']}]"
-        click.echo(f"{r['signature']:<{width}}  {r['doc']}{plugin}")
+    width = max(60, shutil.get_terminal_size((100, 24)).columns - 4)
+    for r in rows:  # signature, then the whole description wrapped below it
+        plugin = "" if r["source"].startswith("tgraph.") else f"  [plugin {r['source']}]"
+        click.echo(r["signature"] + plugin)
+        for line in textwrap.wrap(r["doc"], width):
+            click.echo("    " + line)
 
 
 def check_one(name: str, as_json: bool) -> None:
@@ -136,7 +141,7 @@ def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
     out = ex.run(given, params, dims)
     if output:
         save_weights(out, output)
-        click.echo(f"wrote {len(out)} output(s) to {output}")
+        status(f"wrote {len(out)} output(s) to {output}")
     for k, a in out.items():
         stats = (f"mean {float(np.mean(a)):.6g} std {float(np.std(a)):.6g}"
                  if a.dtype.kind == "f" and a.size else "")

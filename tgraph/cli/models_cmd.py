@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import echo_json, json_option, output_option, parse_pairs, plugin_option
+from tgraph.cli.common import (
+    echo_json,
+    json_option,
+    output_option,
+    parse_pairs,
+    plugin_option,
+    status,
+)
 
 
 @click.command("models")
@@ -57,7 +64,7 @@ def build_cmd(model, preset, sets, loss, output, weights, seed):
         raise click.UsageError("give -o GRAPH.json")
     graph = build_model(model, preset=preset, loss=loss, **parse_pairs(sets, "--set"))
     save_graph(graph, output)
-    click.echo(f"wrote {output}: {len(graph.nodes)} nodes, {graph.param_count():,} parameters")
+    status(f"wrote {output}: {len(graph.nodes)} nodes, {graph.param_count():,} parameters")
     if weights:
         save_weights(init_params(graph, seed), weights)
-        click.echo(f"wrote {weights}: {len(graph.params)} arrays (seed {seed})")
+        status(f"wrote {weights}: {len(graph.params)} arrays (seed {seed})")

@@ -43,7 +43,7 @@ def grad_cmd(graph, wrt, of, output):
     fb = grad(graph, of, wrt=list(wrt) or None)
     save_graph(fb, output)
     n_grads = len(fb.meta["grad"]["wrt"])
-    click.echo(f"wrote {output}: {len(graph.nodes)} forward + "
+    status(f"wrote {output}: {len(graph.nodes)} forward + "
                f"{len(fb.nodes) - len(graph.nodes)} backward nodes, {n_grads} gradients")
 
 

@@ -21,8 +21,8 @@ class BERTConfig(TokenConfig):
 
 
 def build(g: Graph, cfg: BERTConfig, loss: bool) -> None:
-    tokens = g.input("tokens", "int64", ("B", "T"))
-    keep = g.input("attention_mask", "bool", ("B", "T"))
+    tokens = g.input("tokens", ("B", "T"), "int64")
+    keep = g.input("attention_mask", ("B", "T"), "bool")
     with g.scope("embed"):
         table = token_table(g, cfg)
         x = embed_tokens(cfg, tokens, table, position_table(g, cfg, cfg.max_len))

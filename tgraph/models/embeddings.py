@@ -58,6 +58,6 @@ def finish(g: Graph, logits: Value, targets_shape, loss: bool) -> None:
     """Set ``logits`` and, with loss, add the int ``targets`` input and the scalar ``loss``."""
     g.set_output("logits", logits)
     if loss:
-        targets = g.input("targets", "int64", targets_shape)
+        targets = g.input("targets", targets_shape, "int64")
         with g.scope("loss"):
             g.set_output("loss", tb.cross_entropy(logits, targets))

@@ -21,7 +21,7 @@ class GPTConfig(TokenConfig):
 
 
 def build(g: Graph, cfg: GPTConfig, loss: bool) -> None:
-    tokens = g.input("tokens", "int64", ("B", "T"))
+    tokens = g.input("tokens", ("B", "T"), "int64")
     with g.scope("embed"):
         table = token_table(g, cfg)
         x = embed_tokens(cfg, tokens, table, position_table(g, cfg, cfg.max_len))

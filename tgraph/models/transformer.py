@@ -43,8 +43,8 @@ class TransformerConfig(TokenConfig):
 
 
 def build(g: Graph, cfg: TransformerConfig, loss: bool) -> None:
-    src = g.input("src_tokens", "int64", ("B", "S"))
-    tgt = g.input("tgt_tokens", "int64", ("B", "T"))
+    src = g.input("src_tokens", ("B", "S"), "int64")
+    tgt = g.input("tgt_tokens", ("B", "T"), "int64")
     with g.scope("embed"):
         table = token_table(g, cfg)
         positions = position_table(g, cfg, cfg.max_len)

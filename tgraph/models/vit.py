@@ -50,8 +50,7 @@ def patches(cfg: ViTConfig, images: Value) -> Value:
 
 
 def build(g: Graph, cfg: ViTConfig, loss: bool) -> None:
-    images = g.input("images", cfg.dtype,
-                     ("B", cfg.channels, cfg.image_size, cfg.image_size))
+    images = g.input("images", ("B", cfg.channels, cfg.image_size, cfg.image_size), cfg.dtype)
     d, width = cfg.d_model, cfg.channels * cfg.patch_size ** 2
     with g.scope("embed"):
         x = tb.linear(patches(cfg, images), weight(g, "w_patch", (width, d), cfg),

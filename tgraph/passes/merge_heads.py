@@ -117,7 +117,7 @@ def _replay(graph: Graph, concat: Node, per_head, leaves) -> Graph:
     g = Graph(graph.name, graph.meta)
     new: dict[int, Value] = {}
     for v in graph.inputs:
-        new[id(v)] = g.input(v.name, v.dtype, v.shape)
+        new[id(v)] = g.input(v.name, v.shape, v.dtype)
     for v in graph.params:
         p = g._leaf(v.name, v.type, PARAM, init=v.init)
         g.params.append(p)
