@@ -56,10 +56,6 @@ def zeros(like):
     return tb.broadcast_to(scalar(like, 0), like.shape)
 
 
-def compare(a, b, cmp):
-    return tb.apply("compare", a, b, cmp=cmp)
-
-
 def select(cond, g):
     """(g where cond, 0 elsewhere), (0 where cond, g elsewhere): the two sides of a switch."""
     zero = scalar(g, 0)
@@ -114,7 +110,7 @@ def _div_rule(a, b, y, g):
 
 
 def _maximum_rule(a, b, y, g):
-    return select(compare(a, b, ">="), g)
+    return select(tb.compare(a, b, ">="), g)
 
 
 def _away_from_zero(x, arg=0):
@@ -217,10 +213,10 @@ Sin = _unary("sin", lambda xp, x: xp.sin(x), lambda x, y, g: g * tb.cos(x),
 Cos = _unary("cos", lambda xp, x: xp.cos(x), lambda x, y, g: -(g * tb.sin(x)),
              "cosine (sinusoidal and rotary positions)")
 Abs = _unary("abs", lambda xp, x: xp.abs(x),
-             lambda x, y, g: tb.where(compare(x, scalar(x, 0), ">="), g, -g), "|x|",
+             lambda x, y, g: tb.where(tb.compare(x, scalar(x, 0), ">="), g, -g), "|x|",
              float_only=False)
 Relu = _unary("relu", lambda xp, x: xp.maximum(x, 0),
-              lambda x, y, g: tb.where(compare(x, scalar(x, 0), ">"), g, scalar(g, 0)),
+              lambda x, y, g: tb.where(tb.compare(x, scalar(x, 0), ">"), g, scalar(g, 0)),
               "max(x, 0)")
 Sigmoid = _unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
                  lambda x, y, g: g * y * (1 - y), "1 / (1 + e^−x)", flops_per=3)

@@ -6,7 +6,7 @@ import math
 
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
-from tgraph.ops.elementwise import compare, need_float
+from tgraph.ops.elementwise import need_float
 from tgraph.ops.registry import OpDef, Param, register_op
 from tgraph.shapes import INT_DTYPES, fmt_shape, norm_axis
 from tgraph.types import TensorType
@@ -93,7 +93,7 @@ class Max(Reduction):
 
     def spread(self, x, y, g, axes):
         # ties share the gradient equally, as PyTorch's amax does
-        hit = tb.cast(compare(x, tb.reshape(y, g.shape), "=="), x.dtype)
+        hit = tb.cast(tb.compare(x, tb.reshape(y, g.shape), "=="), x.dtype)
         return hit * (g / tb.sum(hit, axes, keepdims=True))
 
 

@@ -1,5 +1,6 @@
-"""The README cannot drift from the code: its examples run, in document order, in one
-scratch folder (where ``examples/`` of this repository is visible).
+"""The README and the plugin author's guide (docs/plugins.md) cannot drift from the code:
+each document's examples run, in document order, in one scratch folder of its own (where
+``examples/`` of this repository is visible).
 
 - In a ```console block every line starting with ``$ tgraph `` runs through bash (a line
   ending in ``\\`` continues on the next). It must exit 0, unless the lines shown after it
@@ -22,7 +23,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/plugins.md")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -64,10 +68,11 @@ def _block_steps(lang: str, lines: list[str]):
     return steps
 
 
-def test_readme_examples_run(tmp_path):
-    steps = readme_steps((ROOT / "README.md").read_text())
+@pytest.mark.parametrize("doc", DOCS)
+def test_document_examples_run(doc, tmp_path):
+    steps = readme_steps((ROOT / doc).read_text())
     commands = [code for kind, code, _ in steps if kind == "console"]
-    assert commands, ("README.md shows no command to test: put them in ```console blocks "
+    assert commands, (f"{doc} shows no command to test: put them in ```console blocks "
                       "as lines starting with '$ tgraph '")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -86,7 +91,17 @@ def test_readme_examples_run(tmp_path):
         elif error is not None and (out.returncode != 1 or error not in out.stderr):
             failures.append(f"{shown}\n  expected exit 1 with {error!r}, got exit "
                             f"{out.returncode}: {out.stderr.strip()}")
-    assert not failures, "README examples that fail:\n" + "\n".join(failures)
+    assert not failures, f"{doc} examples that fail:\n" + "\n".join(failures)
+
+
+def test_the_guide_names_every_builder_function():
+    """The guide's table of what a VJP may call lists all of tgraph.builder."""
+    import tgraph.builder as tb
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    public = [name for name, f in vars(tb).items() if callable(f) and not name.startswith("_")
+              and getattr(f, "__module__", "") == tb.__name__]
+    assert public and not [name for name in public if f"`tb.{name}(" not in guide]
 
 
 def test_the_parser_reads_commands_continuations_and_expected_errors():

@@ -50,4 +50,5 @@ def test_train_reverse_then_text_and_generate(tmp_path):
 
 def test_train_rejects_a_model_the_task_does_not_fit(tmp_path):
     r = invoke("train", "gpt", "--task", "reverse", "-o", tmp_path / "w.npz")
-    assert r.exit_code == 1 and "transformer" in r.output
+    assert r.exit_code == 1 and "no data for input(s) tokens" in r.output
+    assert "the transformer model" in r.output

@@ -42,6 +42,11 @@ def gelu(x, approximate="none"):
     return apply("gelu", x, approximate=approximate)
 
 
+def compare(a, b, cmp):
+    """a <cmp> b as bool, cmp one of > >= < <= == != (for piecewise VJPs, with where)."""
+    return apply("compare", a, b, cmp=cmp)
+
+
 def cast(x, dtype):
     return apply("cast", x, dtype=dtype)
 

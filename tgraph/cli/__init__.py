@@ -9,6 +9,7 @@ from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
 from tgraph.cli.models_cmd import build_cmd, models_cmd
 from tgraph.cli.render_cmd import diff_cmd, render_cmd
+from tgraph.cli.replace_cmd import replace_op_cmd
 from tgraph.cli.train_cmd import generate_cmd, grad_cmd, train_cmd
 
 
@@ -19,5 +20,5 @@ def main():
 
 
 for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd, render_cmd,
-                diff_cmd, grad_cmd, train_cmd, generate_cmd):
+                diff_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd):
     main.add_command(command)

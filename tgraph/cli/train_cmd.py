@@ -137,23 +137,23 @@ def _graph_and_task(spec, task, data, preset, sets, seq_len):
         if preset or sets:
             raise TGraphError("--preset/--set apply to a model name, not a graph file")
         graph = load_graph(spec)
-        fit.check_loss(graph)
-        text = task == "text"
-        fit.check_inputs(graph, task, (TextTask if text else SequenceTask).feeds)
-        limit = fit.context(graph, "tokens" if text else "tgt_tokens")
-        if seq_len is None and limit:
-            seq_len = min(64 if text else 8, limit)
-        ids = fit.token_ids(graph)
-        job = make_task(task, data, seq_len, ids)
-        if not text and ids is not None and ids < job.vocab:
-            raise TGraphError(f"task {task} needs {job.vocab} token ids (10 digits and BOS) "
-                              f"but graph {graph.name!r} has {ids}")
-        return graph, job
-    job = make_task(task, data, seq_len)
-    if get_spec(spec).name != job.model:
-        raise TGraphError(f"task {task} trains the {job.model} model, not {spec}")
-    overrides = {**parse_pairs(sets, "--set"), **job.model_overrides()}
-    return build_model(spec, preset, loss=True, **overrides), job
+    else:  # a zoo model, built with the loss and the task's vocab and context
+        sizing = make_task(task, data, seq_len)
+        overrides = {**parse_pairs(sets, "--set"), **sizing.model_overrides()}
+        graph = build_model(get_spec(spec).name, preset, loss=True, **overrides)
+    fit.check_loss(graph)
+    text = task == "text"
+    cls = TextTask if text else SequenceTask
+    fit.check_inputs(graph, task, cls.feeds, cls.model)
+    limit = fit.context(graph, "tokens" if text else "tgt_tokens")
+    if seq_len is None and limit:
+        seq_len = min(64 if text else 8, limit)
+    ids = fit.token_ids(graph)
+    job = make_task(task, data, seq_len, ids)
+    if not text and ids is not None and ids < job.vocab:
+        raise TGraphError(f"task {task} needs {job.vocab} token ids (10 digits and BOS) "
+                          f"but graph {graph.name!r} has {ids}")
+    return graph, job
 
 
 @click.command("generate")
@@ -186,5 +186,5 @@ def generate_cmd(graph, weights, prompt, length, temperature, top_k, seed, backe
     start = codec.encode(prompt) or [0]  # no prompt: start from the first id
     ids = generate(Executable(graph, backend), load_weights(weights, graph), start, length,
                    graph.meta["text"]["context"], temperature, top_k,
-                   np.random.default_rng(seed))
+                   np.random.default_rng(seed), codec.size)
     click.echo(codec.decode(ids if prompt else ids[1:]))

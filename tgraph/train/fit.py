@@ -23,14 +23,14 @@ def check_loss(graph: Graph, loss: str = "loss") -> None:
                           f"g.set_output({loss!r}, ...)")
 
 
-def check_inputs(graph: Graph, task_name: str, feeds: dict[str, str]) -> None:
+def check_inputs(graph: Graph, task_name: str, feeds: dict[str, str], model: str) -> None:
     """Every input of the graph must be one the task feeds, with the dtype it feeds."""
     missing = [v for v in graph.inputs if v.name not in feeds]
     if missing:
         raise TGraphError(
             f"task {task_name} cannot feed graph {graph.name!r}: it has no data for input(s) "
             f"{', '.join(f'{v.name} {v.type}' for v in missing)} (task {task_name} feeds "
-            f"{', '.join(feeds)})")
+            f"{', '.join(feeds)}, as the {model} model takes)")
     for v in graph.inputs:
         if v.dtype != feeds[v.name]:
             raise TGraphError(f"task {task_name} feeds {v.name} as {feeds[v.name]}, but graph "

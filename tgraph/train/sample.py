@@ -7,13 +7,16 @@ import numpy as np
 
 
 def generate(executable, params, prompt: list[int], steps: int, max_len: int,
-             temperature: float = 1.0, top_k: int = 0, rng=None) -> list[int]:
-    """``prompt`` extended by ``steps`` sampled token ids; temperature 0 is greedy."""
+             temperature: float = 1.0, top_k: int = 0, rng=None,
+             n_ids: int | None = None) -> list[int]:
+    """``prompt`` extended by ``steps`` sampled token ids; temperature 0 is greedy.
+    ``n_ids``: sample only ids below it (those the text codec maps; a graph may have more)."""
     rng = rng or np.random.default_rng()
     ids = list(prompt)
     for _ in range(steps):
         context = np.array([ids[-max_len:]], dtype=np.int64)
-        logits = executable.run({"tokens": context}, params)["logits"][0, -1].astype(np.float64)
+        logits = executable.run({"tokens": context}, params)["logits"][0, -1, :n_ids]
+        logits = logits.astype(np.float64)
         ids.append(pick(logits, temperature, top_k, rng))
     return ids
 
