@@ -46,7 +46,7 @@ DANGEROUS_ATTRS = {"URL", "href", "image", "shapefile", "stylesheet", "imagepath
 def graph_named(name: str) -> Graph:
     """``name`` in every position a file can hold one: graph, input, scope, param, output."""
     g = Graph(name)
-    x = g.input(name + "i", "float32", ("B", 4))
+    x = g.input(name + "i", ("B", 4), "float32")
     with g.scope(name + "/" + name):
         y = tb.matmul(x, g.param(name + "w", (4, 4)))
     g.set_output(name + "o", tb.relu(y))
