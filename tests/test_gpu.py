@@ -71,7 +71,8 @@ def test_cli_backend_cupy_without_device_is_one_line_and_exit_1(tmp_path):
                        text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 1
     assert r.stdout == ""
-    assert re.fullmatch(r"error: CuPy is (not installed: pip install 'tgraph\[gpu\]'|"
+    assert re.fullmatch(r"error: CuPy is (not installed: pip install -e '\.\[gpu\]' in a checkout "
+                        r"of tgraph \(or pip install cupy-cuda12x\)|"
                         r"installed but no CUDA device/driver is usable: .+)\n", r.stderr)
 
 
@@ -105,7 +106,7 @@ def test_installed_cupy_without_device(monkeypatch):
 
 def test_cupy_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
-    with pytest.raises(BackendError, match=r"^CuPy is not installed: pip install 'tgraph\[gpu\]'$"):
+    with pytest.raises(BackendError, match=r"^CuPy is not installed: pip install -e '\.\[gpu\]' "):
         get_backend("cupy")
     assert get_backend("auto").name == "numpy"
 
