@@ -5,9 +5,10 @@
 Works with the plugin installed (``pip install examples/custom_op``: tgraph finds it
 through its entry point) or not (this script then imports it from beside itself).
 
-The GPT comes from ``tgraph.models``. A graph-to-graph rewrite replays it node by node,
-building RMSNorm where it had LayerNorm (dropping the bias) and a SwiGLU feed-forward
-where it had GELU: ``swiglu(x·W_gate, x·W_1 + b_1)`` feeds the unchanged ``W_2``.
+RMSNorm goes in by name: ``build_model("gpt", norm_op="rmsnorm")`` (the op declares its
+gain, so the model creates it). SwiGLU changes the block's structure (a second projection
+feeds it), so a graph-to-graph rewrite replays the GPT node by node, building
+``swiglu(x·W_gate, x·W_1 + b_1)`` where it had GELU; the unchanged ``W_2`` reads it.
 """
 
 from __future__ import annotations
@@ -22,27 +23,24 @@ import numpy as np
 import tgraph as tg
 from tgraph.models import build_model
 from tgraph.ops import all_ops
-from tgraph.passes import dce
 from tgraph.plugins import load_installed
 
 load_installed()
 if "swiglu" not in all_ops():  # not installed: use the copy beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tgraph_swiglu_rmsnorm import rmsnorm, swiglu
+from tgraph_swiglu_rmsnorm import swiglu
 
 
-def swap_in_plugin_ops(src: tg.Graph) -> tg.Graph:
-    """A copy of ``src`` with RMSNorm for LayerNorm and SwiGLU for GELU feed-forwards."""
-    g = tg.Graph(f"{src.name}-swiglu-rmsnorm", dict(src.meta))
+def swap_in_swiglu(src: tg.Graph) -> tg.Graph:
+    """A copy of ``src`` with a SwiGLU feed-forward wherever it had GELU."""
+    g = tg.Graph(f"{src.name}-swiglu", dict(src.meta))
     new = {v: g.input(v.name, v.shape, v.dtype) for v in src.inputs}
     new |= {v: g.param(v.name, v.shape, v.dtype, v.init) for v in src.params}
     new |= {v: g.const(v.data, v.name, v.dtype) for v in src.consts}
     for n in src.nodes:
         ins = [new[v] for v in n.inputs]
         with g.scope(n.scope):
-            if n.op == "layernorm":
-                out = rmsnorm(ins[0], ins[1], eps=n.attrs["eps"])
-            elif n.op == "gelu":
+            if n.op == "gelu":
                 x, w_1 = feed_forward_input(n.inputs[0])
                 gate = new[x] @ g.param("w_gate", w_1.shape, w_1.dtype, w_1.init)
                 out = swiglu(gate, ins[0])
@@ -53,9 +51,6 @@ def swap_in_plugin_ops(src: tg.Graph) -> tg.Graph:
         new.update(zip(n.outputs, outs))
     for name, v in src.outputs.items():
         g.set_output(name, new[v])
-    dce(g)
-    used = {id(v) for n in g.nodes for v in n.inputs}
-    g.params = [p for p in g.params if id(p) in used]  # the LayerNorm biases
     return g.validate()
 
 
@@ -78,7 +73,8 @@ def main() -> None:
     from tgraph.train import AdamW, Trainer
 
     gpt = build_model("gpt", preset="tiny", loss=True, vocab=16, max_len=16)
-    g = swap_in_plugin_ops(gpt)
+    g = swap_in_swiglu(build_model("gpt", preset="tiny", loss=True, vocab=16, max_len=16,
+                                   norm_op="rmsnorm"))
     ops = {n.op for n in g.nodes}
     print(f"{g.name}: {len(g.nodes)} nodes, {g.param_count():,} parameters "
           f"(GPT had {gpt.param_count():,}); swiglu {'swiglu' in ops}, "

@@ -69,7 +69,7 @@ class AttentionConfig:
         "window": "0 = attend everywhere allowed; r > 0 = only keys within r positions",
         "tie_embeddings": "unembedding reuses the token table (transposed)",
         "embed": "token embedding as a gather or as one-hot × table (same numbers)",
-        "eps": "LayerNorm epsilon",
+        "eps": "norm epsilon (for a norm_op whose shape rule takes eps)",
         "dtype": "parameter and activation dtype",
         "image_size": "image height and width (pixels)",
         "patch_size": "patch height and width (pixels)",
@@ -187,7 +187,8 @@ class ModelSpec:
     def options(self) -> list[dict[str, Any]]:
         """Every config key with its type, default, choices and meaning (``tgraph models``)."""
         types = typing.get_type_hints(self.config)
-        return [{"key": f.name, "type": types[f.name].__name__, "default": f.default,
+        return [{"key": f.name, "default": f.default,
+                 "type": "op" if f.name in roles.ROLES else types[f.name].__name__,
                  "choices": list(self.config.CHOICES.get(f.name, ())),
                  "help": self.config.HELP.get(f.name, "")}
                 for f in dataclasses.fields(self.config)]

@@ -9,7 +9,7 @@ import math
 
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
-from tgraph.ops import OpDef, register_op
+from tgraph.ops import OpDef, Param, register_op, unbroadcast
 from tgraph.shapes import FLOAT_DTYPES
 
 
@@ -62,6 +62,9 @@ class RMSNorm(OpDef):
                              f"got {x} and {gamma}")
         return x
 
+    def params(self, x, eps=1e-6):  # build_model(norm_op="rmsnorm") creates these
+        return [Param("gamma", x.shape[-1:], {"dist": "ones"})]
+
     def kernel(self, xp, x, gamma, eps=1e-6):
         return x / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps) * gamma
 
@@ -72,9 +75,7 @@ class RMSNorm(OpDef):
         h = g * gamma
         # y = x·r·gamma with r = (mean(x²) + eps)^(-1/2), so dr/dx = −r³·x / D
         dx = r * (h - x * (r * r) * tb.mean(h * x, -1, keepdims=True))
-        lead = list(range(x.type.rank - 1))  # gamma was broadcast over these axes
-        dgamma = g * x * r
-        return [dx, tb.sum(dgamma, lead) if lead else dgamma]
+        return [dx, unbroadcast(g * x * r, gamma)]  # gamma was broadcast over x's lead axes
 
     def flops(self, in_shapes, out_shapes, eps=1e-6):
         return 5 * math.prod(out_shapes[0])  # square, mean, scale by r, by gamma; rsqrt per row
