@@ -21,6 +21,7 @@ from tgraph.autodiff import grad
 from tgraph.cli import main
 from tgraph.errors import TGraphError
 from tgraph.feeds import random_feeds
+from tgraph.io import graph_to_json
 from tgraph.models import build_model
 from tgraph.ops import OpDef, Param, register_op
 from tgraph.ops.registry import _REGISTRY
@@ -225,3 +226,30 @@ def test_an_activation_may_declare_parameters_too(plugin):
         assert [p.name for p in h.params] == names
     finally:
         del _REGISTRY["test_prelu"]
+
+
+def test_replace_op_under_a_scope_and_its_errors(plugin, tmp_path):
+    g = build_model("gpt", loss=True, **{**SMALL, "n_layers": 2})
+    assert replace_op(g, "layernorm", "my_rmsnorm", scope="decoder/layer_1") == 2
+    assert [n.scope for n in g.nodes if n.op == "my_rmsnorm"] == \
+           ["decoder/layer_1/ln_1", "decoder/layer_1/ln_2"]
+    assert g.meta["config"]["norm_op"] == "layernorm"  # layernorms are left elsewhere
+    assert g.value("decoder/layer_0/ln_1/beta").kind == "param"
+    assert "decoder/layer_1/ln_1/beta" not in {p.name for p in g.params}
+    with pytest.raises(TGraphError, match=r"replace_op: sum would give float32\[scalar\] where "
+                                          r"gelu node 'decoder/layer_0/ffn/gelu' \(scope "
+                                          r"decoder/layer_0/ffn\) gives float32\[B×T×32\]"):
+        replace_op(g, "gelu", "sum")
+    before = graph_to_json(g)
+    with pytest.raises(TGraphError, match="replace_op: sum would give"):
+        replace_op(g, "layernorm", "sum")  # checked before touching: the gains stay
+    assert graph_to_json(g) == before
+    tg.save_graph(g, tmp_path / "g.json")
+    r = invoke("replace-op", tmp_path / "g.json", "relu", "swish", "--plugin", plugin,
+               "-o", tmp_path / "h.json")
+    assert r.exit_code == 1 and "has no relu node" in r.output
+    r = invoke("replace-op", tmp_path / "g.json", "gelu", "swish", "--attr", "beta=1.5",
+               "--plugin", plugin, "-o", tmp_path / "h.json")
+    assert r.exit_code == 0, r.output
+    h = tg.load_graph(tmp_path / "h.json")
+    assert [n.attrs for n in h.nodes if n.op == "swish"] == [{"beta": 1.5}] * 2
