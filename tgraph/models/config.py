@@ -60,10 +60,10 @@ class AttentionConfig:
         "norm": "LayerNorm after the residual add (post, 2017 text) or before the sublayer (pre)",
         "pos": "positional encoding",
         "heads": "each head its own Q/K/V path (split) or one projection + batched matmul",
-        "activation": "feed-forward nonlinearity: any elementwise op by name, a plugin's "
-                      "too (relu, gelu = exact erf form, gelu_tanh, sigmoid, ...)",
-        "norm_op": "the normalisation op of every norm: layernorm or a plugin's (e.g. an "
-                   "RMSNorm), with the parameters it declares",
+        "activation": "feed-forward nonlinearity, by op name, a plugin's too: any op mapping "
+                      "x to its own type (relu, gelu = exact erf form, gelu_tanh, sigmoid)",
+        "norm_op": "the op of every norm: layernorm or a plugin's (e.g. an RMSNorm), with "
+                   "the parameters it declares",
         "value_rank": "0 = full value map per head; r > 0 = value-down D×r then value-up r×d_head",
         "score": "scaled dot product or additive (Bahdanau) scores",
         "window": "0 = attend everywhere allowed; r > 0 = only keys within r positions",

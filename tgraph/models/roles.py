@@ -18,7 +18,7 @@ from tgraph.types import TensorType
 #: names that stand for a built-in op with fixed attrs
 ALIASES = {"gelu_tanh": ("gelu", {"approximate": "tanh"})}
 #: the config key of each role, and what the role's op must do
-ROLES = {"activation": "an elementwise op", "norm_op": "a normalisation op"}
+ROLES = {"activation": "an activation", "norm_op": "a normalisation op"}
 
 
 def resolve(name: str) -> tuple[str, dict]:
