@@ -97,7 +97,8 @@ def test_twelve_identical_layers_fold_into_one_box(tmp_path):
     layer = [b for b in blocks.values() if "folded" in kinds(b)]
     assert len(layer) == 1 and "layer ×12" in layer[0]["label"]
     layer_params = sum(int(np.prod(p.shape)) for p in g.params if p.name.startswith("decoder/layer_"))
-    assert f"params {human(layer_params)} ·" in layer[0]["label"]
+    assert f"params ×12 · {human(layer_params // 12)} each = {human(layer_params)}" \
+        in layer[0]["label"]
     full = laid_out(g, tmp_path)  # every primitive of one layer and one head
     titles = [c["label"] for c in full["clusters"].values()]
     assert sum("layer ×12" in t for t in titles) == 1

@@ -43,11 +43,33 @@ class Summary:
         return asdict(self)
 
 
+def scope_numbers(graph: Graph, env: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """(parameters, FLOPs) of every scope path, nested scopes included ("" is the whole
+    graph). A parameter counts in the scope that owns it, the one in its name, once, however
+    many scopes use it (a tied embedding table is the embedding's, not the head's)."""
+    from tgraph.execute import node_flops
+    from tgraph.ops.registry import get_op
+
+    params: dict[str, int] = {}
+    flops: dict[str, int] = {}
+
+    def add(into: dict, scope: str, amount: int) -> None:
+        parts = [p for p in scope.split("/") if p]
+        for i in range(len(parts) + 1):
+            key = "/".join(parts[:i])
+            into[key] = into.get(key, 0) + amount
+
+    for n in graph.nodes:
+        add(flops, n.scope, node_flops(get_op(n.op), n, env))
+    for p in graph.params:
+        add(params, p.name.rpartition("/")[0], math.prod(p.shape))
+    return {k: (params.get(k, 0), flops.get(k, 0)) for k in {*params, *flops}}
+
+
 def summarize(graph: Graph, dims: Mapping[str, int] | None = None, depth: int = 2) -> Summary:
     """Per-scope parameters, FLOPs and activation bytes, scopes deeper than ``depth`` folded
     into their ancestor at ``depth``. Symbolic dims default to the graph's hints, else 1."""
-    from tgraph.execute import Executable, default_dims, live_bytes_peak, node_flops
-    from tgraph.ops.registry import get_op
+    from tgraph.execute import Executable, default_dims, live_bytes_peak
 
     env = {**default_dims(graph), **(dims or {})}
     rows: dict[str, ScopeRow] = {}
@@ -63,11 +85,9 @@ def summarize(graph: Graph, dims: Mapping[str, int] | None = None, depth: int = 
     users = graph.users()
     graph_outputs = {id(v) for v in graph.outputs.values()}
     for n in graph.nodes:
-        flops = node_flops(get_op(n.op), n, env)
         act = sum(math.prod(eval_shape(v.shape, env)) * np.dtype(v.dtype).itemsize
                   for v in n.outputs)
         for row in rows_for(n.scope):
-            row.flops += flops
             row.activation_bytes += act
         for v in n.outputs:
             leaves = id(v) in graph_outputs
@@ -76,9 +96,16 @@ def summarize(graph: Graph, dims: Mapping[str, int] | None = None, depth: int = 
                 if outside and fmt_shape(v.shape) not in row.outputs:
                     row.outputs.append(fmt_shape(v.shape))
     for p in graph.params:
-        size = math.prod(p.shape)
-        for row in rows_for(p.name.rpartition("/")[0]):
-            row.params += size
+        rows_for(p.name.rpartition("/")[0])
+    numbers = scope_numbers(graph, env)
+    for row in [*rows.values(), total]:
+        scope = "" if row is total else row.scope
+        if scope == TOP_LEVEL:  # what no scope holds: the total less the scopes' rows
+            inner = [numbers[r.scope] for r in rows.values() if r.depth == 1 and r is not row]
+            row.params = numbers.get("", (0, 0))[0] - sum(p for p, _ in inner)
+            row.flops = numbers.get("", (0, 0))[1] - sum(f for _, f in inner)
+        else:
+            row.params, row.flops = numbers.get(scope, (0, 0))
     ordered = sorted(rows.values(), key=lambda r: r.scope == TOP_LEVEL)  # stable: build order
     return Summary(graph.name, env, depth, ordered, total,
                    live_bytes_peak(Executable(graph), env))

@@ -45,12 +45,22 @@ def op_label(n: Node) -> str:
     return f"{text} ({', '.join(c for _, c in consts)})"
 
 
-def block_lines(title: str, ins: list[str], outs: list[str], params: int, flops: int) -> list[str]:
-    """What a collapsed block shows: its name, shapes in and out, parameters and FLOPs."""
+def block_lines(title: str, ins: list[str], outs: list[str], params: int, flops: int,
+                copies: list[tuple[int, int]] = ()) -> list[str]:
+    """What a collapsed block shows: its name, shapes in and out, parameters and FLOPs
+    (``copies``: each folded copy's (params, FLOPs), when the block stands for a run)."""
     lines = [title]
     if ins:
         lines.append("in: " + ", ".join(ins))
     if outs:
         lines.append("out: " + ", ".join(outs))
-    lines.append(f"params {human(params)} · FLOPs {human(flops)}")
+    if copies and len({c for c in copies}) == 1:
+        n = len(copies)
+        lines.append(f"params ×{n} · {human(params)} each = {human(n * params)}")
+        lines.append(f"FLOPs ×{n} · {human(flops)} each = {human(n * flops)}")
+    elif copies:  # folded copies whose counts differ (shared weights owned by one)
+        lines.append(f"params {' + '.join(human(p) for p, _ in copies)}")
+        lines.append(f"FLOPs {' + '.join(human(f) for _, f in copies)}")
+    else:
+        lines.append(f"params {human(params)} · FLOPs {human(flops)}")
     return lines

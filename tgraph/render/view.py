@@ -17,6 +17,7 @@ from tgraph.render.fold import Folding
 from tgraph.render.hierarchy import Path, ScopeTree, collapsed_at, is_backward, split_scope
 from tgraph.render.labels import block_lines, is_scalar_const, op_label
 from tgraph.shapes import fmt_shape
+from tgraph.summary import scope_numbers
 
 GRAD_PREFIX = "grad/"
 # Ops that read only their input's shape: a path through them is no skip connection
@@ -100,9 +101,7 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
     view = View(graph.name, heat=heat)
     env = default_dims(graph)
     residual = residual_inputs(graph)
-    run_roots = [run.members[0] for run in folding.runs]
-    blocks: dict[str, dict] = {}  # block id -> accumulated stats
-    param_home: dict[int, str] = {}  # id(param) -> the unit that counts it
+    blocks: dict[str, Path] = {}  # block id -> its scope path
     units: dict[int, str] = {}
 
     def unit(n: Node) -> str:
@@ -117,32 +116,20 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
                 view.items[u].marks.add("residual")
         else:
             u = view.add(("block", box), Item("block", [], box[:-1]))
-            blocks.setdefault(u, {"path": box, "flops": 0, "params": 0})
+            blocks[u] = box
         if is_backward(path):
             view.items[u].marks.add("backward")
         units[id(d)] = u
         return u
 
-    def counted(n: Node, u: str) -> bool:
-        """Does ``n`` add to the numbers of unit ``u``? A block stands for its own folded
-        copies, but not for the hidden copies of the blocks around it."""
-        if u not in blocks:
-            return folding.drawn(n) is n
-        path = blocks[u]["path"]
-        return all(c == 0 for r, c in folding.copy_of.get(id(n), ())
-                   if len(run_roots[r]) < len(path) and path[: len(run_roots[r])] == run_roots[r])
-
-    stats: dict[str, dict] = {}
+    stats: dict[str, dict] = {}  # op id -> its FLOPs and the weights beside it
     seen_edges: set = set()
     for n in graph.nodes:
         dst = unit(n)
         d = folding.drawn(n)
-        if counted(n, dst):
-            s = stats.setdefault(dst, {"flops": 0, "params": 0})
-            s["flops"] += node_flops(get_op(n.op), n, env)
-            for v in n.inputs:
-                if v.kind == PARAM and param_home.setdefault(id(v), dst) == dst:
-                    s["params"] += math.prod(v.shape)
+        if dst not in blocks and d is n:
+            stats[dst] = {"flops": node_flops(get_op(n.op), n, env),
+                          "params": sum(math.prod(v.shape) for v in n.inputs if v.kind == PARAM)}
         for k, v in enumerate(n.inputs):
             if v.kind in (PARAM, CONST):
                 if d is n and view.items[dst].kind == "op" and not is_scalar_const(v):
@@ -189,7 +176,8 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
         if len(names) > 1:
             view.items[out].lines[0] += f" ×{len(names)}"
             view.items[out].tooltip = f"{names[0]} … {names[-1]}"
-    _finish_blocks(view, blocks, stats, folding, graph.name, grads_in)
+    _finish_blocks(view, blocks, stats, scope_numbers(graph, env), folding, graph.name,
+                   grads_in)
     add_cluster_titles(view, folding)
     if heat:
         _shade(view, stats, heat)
@@ -220,21 +208,25 @@ def _edge_marks(view: View, src: str, dst: str, skip: bool) -> set[str]:
     return marks
 
 
-def _finish_blocks(view: View, blocks, stats, folding: Folding, graph_name: str,
-                   grads_in: dict[str, int]) -> None:
+def _finish_blocks(view: View, blocks: dict[str, Path], stats, numbers, folding: Folding,
+                   graph_name: str, grads_in: dict[str, int]) -> None:
+    """Title, shapes and numbers of each collapsed block: the numbers are ``tgraph info``'s
+    row for its scope, per copy and in all when the block stands for a folded run."""
     ins: dict[str, list[str]] = {u: [] for u in blocks}
     outs: dict[str, list[str]] = {u: [] for u in blocks}
     for e in view.edges:
         for u, side in ((e.dst, ins), (e.src, outs)):
-            if u in side and e.label and e.label not in side[u]:
+            if u in side and e.label and e.label not in side[u] and "shape" not in e.marks:
                 side[u].append(e.label)
-    for u, b in blocks.items():
-        path = b["path"]
+    for u, path in blocks.items():
         run = folding.run_at.get(path)
         title = run.title() if run else (path[-1] if path else graph_name)
-        s = stats.get(u, {"flops": 0, "params": 0})
+        params, flops = numbers.get("/".join(path), (0, 0))
+        copies = [numbers.get("/".join(m), (0, 0)) for m in run.members] if run else []
+        stats[u] = {"params": sum(p for p, _ in copies) if run else params,
+                    "flops": sum(f for _, f in copies) if run else flops}
         item = view.items[u]
-        item.lines = block_lines(title, ins[u], outs[u], s["params"], s["flops"])
+        item.lines = block_lines(title, ins[u], outs[u], params, flops, copies)
         if run:
             item.lines.insert(1, run.span())
             item.marks.add("folded")
