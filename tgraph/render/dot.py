@@ -19,6 +19,7 @@ BACKWARD = "#6a3d9a"
 RESIDUAL = "#d95f02"
 WEIGHT = "#a08a00"
 
+INPUT_WEIGHT = 8
 SMALL = {"fontsize": "7", "height": "0.2", "width": "0.3", "margin": "0.04,0.01"}
 ITEM_STYLE = {
     "op": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": INK,
@@ -101,9 +102,22 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
     children: dict[Path, list[Path]] = {}
     for path in view.cluster_titles:
         children.setdefault(path[:-1], []).append(path)
-    _emit(g, (), view, members, children, itertools.count())
-    for e in view.edges:
+    beside = {e.src: e.dst for e in view.edges if "weight" in e.marks}
+    _emit(g, (), view, members, children, itertools.count(), beside)
+    # Declared in reverse (as are each cluster's nodes): dot 2.4x starts a cluster's
+    # ordering from its declarations reversed, so build order reads left to right.
+    for e in reversed(view.edges):
         attrs = {"label": e.label} if e.label else {}
+        if e.port:
+            attrs["headport"] = e.port
+        # an edge inside a deep scope pulls harder than one entering it from far away, so a
+        # head stays as tall as its chain of ops and an input from the encoder stretches
+        # the long edge, not the cross-attention box
+        # (a model input's edges pull hardest: each embedding sits at the top, not beside
+        # the stack that reads it much later)
+        attrs["weight"] = str(1 + len(_common([view.items[e.src].cluster,
+                                               view.items[e.dst].cluster]))
+                              if view.items[e.src].kind != "input" else INPUT_WEIGHT)
         if e.marks:  # SVG classes: style or query the drawing with CSS
             attrs["class"] = " ".join(sorted(e.marks))
         for mark in sorted(e.marks):
@@ -116,8 +130,8 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
     return g
 
 
-def _emit(g, path: Path, view: View, members, children, serial) -> None:
-    for node_id in members.get(path, []):
+def _emit(g, path: Path, view: View, members, children, serial, beside) -> None:
+    for node_id in reversed(members.get(path, [])):  # see to_dot
         item = view.items[node_id]
         attrs = dict(ITEM_STYLE[item.kind])
         for mark, style in MARK_STYLE.items():
@@ -143,7 +157,23 @@ def _emit(g, path: Path, view: View, members, children, serial) -> None:
                    color=BACKWARD if back else "#8c8c8c",
                    penwidth="2" if child in view.folded_clusters else "1",
                    tooltip="/".join(child))
-            _emit(c, child, view, members, children, serial)
+            _emit(c, child, view, members, children, serial, beside)
+    for w in members.get(path, []):  # a weight on its op's rank: the weight row of the
+        if w in beside:  # next layer never shares a rank with this one's last op
+            g.same_rank("same", [w, beside[w]])
+    for row in view.rows:  # one rank, in order: an invisible flat edge binds only inside
+        for a, b in zip(row, row[1:]):  # one cluster, so each goes into theirs
+            if view.items[a].cluster == view.items[b].cluster == path:
+                g.same_rank("same", [a, b])
+                g.edge(a, b, style="invis")
+
+
+def _common(paths) -> Path:
+    paths = list(paths)
+    n = 0
+    while all(len(p) > n and p[n] == paths[0][n] for p in paths):
+        n += 1
+    return paths[0][:n]
 
 
 def _legend(g, view: View) -> None:

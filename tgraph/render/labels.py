@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from tgraph.ir import CONST, Node
+from tgraph.ir import CONST, PARAM, Node
 from tgraph.ops.registry import get_op
 from tgraph.summary import human
 
@@ -32,8 +32,32 @@ def fmt_scalar(x: float) -> str:
     return f"{x:.4g}"
 
 
+def weight_symbol(name: str) -> str:
+    """'decoder/layer_0/self_attn/head_0/w_q' -> 'W_q'; other names: their last part."""
+    short = name.rpartition("/")[2]
+    return "W" + short[1:] if short.startswith("w_") else short
+
+
+def role_label(n: Node) -> str | None:
+    """A projection or bias add named by its parameter: 'x·W_q', 'W·x', '+ b_q'."""
+    if len(n.inputs) != 2 or n.op not in ("matmul", "add"):
+        return None
+    params = [i for i, v in enumerate(n.inputs) if v.kind == PARAM]
+    if len(params) != 1:
+        return None
+    (i,) = params
+    symbol = weight_symbol(n.inputs[i].name)
+    if n.op == "add":
+        return f"+ {symbol}"
+    return f"x·{symbol}" if i == 1 else f"{symbol}·x"
+
+
 def op_label(n: Node) -> str:
-    """The op's own label (key attrs) with scalar constants written in: '× 1/√64'."""
+    """The op's own label (key attrs) with scalar constants written in: '× 1/√64'; a
+    projection or bias add by the parameter it applies."""
+    role = role_label(n)
+    if role:
+        return role
     text = get_op(n.op).label(**n.attrs)
     consts = [(i, fmt_scalar(np.asarray(v.data).reshape(()))) for i, v in enumerate(n.inputs)
               if is_scalar_const(v)]

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from tgraph.execute import default_dims, node_flops
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node, Value
 from tgraph.ops.registry import get_op
-from tgraph.render.fold import Folding
+from tgraph.render.fold import Folding, find_runs
 from tgraph.render.hierarchy import Path, ScopeTree, collapsed_at, is_backward, split_scope
-from tgraph.render.labels import block_lines, is_scalar_const, op_label
+from tgraph.render.labels import block_lines, is_scalar_const, op_label, role_label
 from tgraph.shapes import fmt_shape
 from tgraph.summary import scope_numbers
 
@@ -42,6 +42,7 @@ class Edge:
     dst: str
     label: str = ""
     marks: set[str] = field(default_factory=set)  # residual, weight, saved, backward, ...
+    port: str = ""  # where it enters its head: "nw"/"ne" for a matmul's left/right operand
 
 
 @dataclass
@@ -51,6 +52,7 @@ class View:
     edges: list[Edge] = field(default_factory=list)
     cluster_titles: dict[Path, list[str]] = field(default_factory=dict)
     folded_clusters: set[Path] = field(default_factory=set)
+    rows: list[list[str]] = field(default_factory=list)  # items on one rank, left to right
     heat: str | None = None
     ids: dict = field(default_factory=dict, repr=False)  # item key -> DOT id
 
@@ -149,7 +151,8 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
                 continue
             seen_edges.add(key)
             view.edges.append(Edge(src, dst, fmt_shape(v.shape),
-                                   _edge_marks(view, src, dst, (id(n), k) in residual)))
+                                   _edge_marks(view, src, dst, (id(n), k) in residual),
+                                   _operand_port(n, k)))
     grads_in: dict[str, int] = {}  # block id -> gradient outputs it produces
     copies: dict[str, list[str]] = {}  # gradient output id -> the outputs it stands for
     for name, v in graph.outputs.items():
@@ -178,10 +181,40 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
             view.items[out].tooltip = f"{names[0]} … {names[-1]}"
     _finish_blocks(view, blocks, stats, scope_numbers(graph, env), folding, graph.name,
                    grads_in)
+    view.rows = projection_rows(graph, tree, units, view)
     add_cluster_titles(view, folding)
     if heat:
         _shade(view, stats, heat)
     return view
+
+
+def projection_rows(graph: Graph, tree: ScopeTree, units: dict[int, str], view: View):
+    """Projections of values from outside their scope (Q, K and V of every head) on one
+    rank, in build order: Q, K, V left to right, heads in index order. Identical sibling
+    scopes (the heads) share one row, found by structure whether folded or not."""
+    runs, _ = find_runs(tree)
+    in_run = {m for run in runs for m in run.members}
+    rows: dict[Path, list[str]] = {}
+    for n in graph.nodes:
+        u = units.get(id(n))
+        if u is None or view.items[u].kind != "op" or role_label(n) is None or n.op != "matmul":
+            continue
+        path = split_scope(n.scope)
+        data = [v for v in n.inputs if v.kind != PARAM]
+        if any(v.node is not None and split_scope(v.node.scope)[:len(path)] == path
+               for v in data):
+            continue  # reads a value made in its own scope: not where the scope starts
+        key = path[:-1] if path in in_run else path
+        if u not in rows.setdefault(key, []):
+            rows[key].append(u)
+    return [r for r in rows.values() if len(r) > 1]
+
+
+def _operand_port(n: Node, k: int) -> str:
+    """A · B ≠ B · A: a matmul of two activations takes A at its top left, B at its top right."""
+    if n.op != "matmul" or any(v.kind in (PARAM, CONST) for v in n.inputs):
+        return ""
+    return "nw" if k == 0 else "ne"
 
 
 def _tip(n: Node) -> str:
