@@ -68,6 +68,7 @@ BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((3, 
 
 class Binary(OpDef):
     symbol = "?"
+    attr_kinds: dict = {}
 
     @property
     def signature(self):
@@ -141,6 +142,7 @@ class Compare(OpDef):
     """a <cmp> b elementwise as bool (cmp one of > >= < <= == !=); zero gradient."""
 
     name = "compare"
+    attr_kinds = {"cmp": tuple(COMPARISONS)}
     signature = 'compare(a, b, cmp=">") -> bool broadcast(a, b)'
 
     def infer(self, types, cmp):
@@ -165,6 +167,7 @@ class Compare(OpDef):
 # ----- unary ops --------------------------------------------------------------------------
 class Unary(OpDef):
     float_only = True
+    attr_kinds: dict = {}
 
     @property
     def signature(self):
@@ -233,6 +236,7 @@ class Gelu(OpDef):
     """GELU: exact x·Φ(x) (approximate="none") or the tanh form (approximate="tanh")."""
 
     name = "gelu"
+    attr_kinds = {"approximate": ("none", "tanh")}
     signature = 'gelu(x, approximate="none"|"tanh") -> like x'
 
     def infer(self, types, approximate="none"):
@@ -283,6 +287,7 @@ class Where(OpDef):
     """cond ? a : b with broadcasting; cond is bool."""
 
     name = "where"
+    attr_kinds: dict = {}
     signature = "where(cond: bool, a, b) -> broadcast(cond, a, b)"
 
     def infer(self, types, **attrs):
@@ -311,6 +316,7 @@ class Cast(OpDef):
     """Convert to another dtype."""
 
     name = "cast"
+    attr_kinds = {"dtype": "dtype"}
     signature = "cast(x, dtype) -> x as dtype"
 
     def infer(self, types, dtype):

@@ -22,6 +22,7 @@ class GeluGrad(OpDef):
     """g · d gelu(x)/dx: the gradient of GELU (exact or tanh form) in one pass."""
 
     name = "gelu_grad"
+    attr_kinds = {"approximate": ("none", "tanh")}
     signature = 'gelu_grad(x, g, approximate="none"|"tanh") -> like x'
 
     def infer(self, types, approximate="none"):
@@ -82,6 +83,7 @@ class SoftmaxGrad(OpDef):
     """y · (g − Σ g·y) along the axis: the gradient of softmax from its output y."""
 
     name = "softmax_grad"
+    attr_kinds = {"axis": "int"}
     signature = "softmax_grad(y, g, axis=-1) -> like y"
 
     def infer(self, types, axis=-1):

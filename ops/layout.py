@@ -16,6 +16,8 @@ from tgraph.types import TensorType
 
 
 class Movement(OpDef):
+    attr_kinds: dict = {}
+
     def flops(self, in_shapes, out_shapes, **attrs):
         return 0
 
@@ -25,6 +27,7 @@ class Reshape(Movement):
     """Same elements, new shape; one dim may be -1, dims may be symbols such as "B"."""
 
     name = "reshape"
+    attr_kinds = {"shape": "shape"}
     signature = "reshape(x, shape=[B, T, 8, 64]) -> x with that shape"
     shape_attrs = ("shape",)
 
@@ -64,6 +67,7 @@ class Transpose(Movement):
     """Permute axes."""
 
     name = "transpose"
+    attr_kinds = {"perm": "ints"}
     signature = "transpose(x, perm=[0, 2, 1, 3]) -> permuted x"
 
     def infer(self, types, perm):
@@ -92,6 +96,7 @@ class Concat(Movement):
     """Join inputs along an axis."""
 
     name = "concat"
+    attr_kinds = {"axis": "int"}
     signature = "concat(*xs, axis) -> joined"
 
     def infer(self, types, axis):
@@ -129,6 +134,7 @@ class Split(Movement):
     """Cut along an axis into pieces of the given int sizes; one output per piece."""
 
     name = "split"
+    attr_kinds = {"axis": "int", "sizes": "sizes"}
     signature = "split(x, axis, sizes=[64, 64]) -> pieces"
 
     def infer(self, types, axis, sizes):
@@ -163,6 +169,7 @@ class Slice(Movement):
     """x[start:stop] along one axis (int bounds, stop may be None for the end)."""
 
     name = "slice"
+    attr_kinds = {"axis": "int", "start": "int", "stop": "int?"}
     signature = "slice(x, axis, start, stop=None) -> part"
 
     def infer(self, types, axis, start, stop=None):
@@ -203,6 +210,7 @@ class Unslice(Movement):
     """Zeros of `shape` with x placed at [start:stop] along axis: slice's gradient."""
 
     name = "unslice"
+    attr_kinds = {"shape": "shape", "axis": "int", "start": "int", "stop": "int?"}
     signature = "unslice(x, shape, axis, start, stop=None) -> [shape]"
     shape_attrs = ("shape",)
 
@@ -238,6 +246,7 @@ class BroadcastTo(Movement):
     """Broadcast to a shape (dims may be symbols)."""
 
     name = "broadcast_to"
+    attr_kinds = {"shape": "shape"}
     signature = "broadcast_to(x, shape) -> x broadcast"
     shape_attrs = ("shape",)
 
@@ -278,6 +287,9 @@ class Gather(Movement):
         return table.with_shape((*idx.shape, *table.shape[1:]))
 
     def kernel(self, xp, table, idx):
+        if idx.size and int(idx.min()) < 0:  # take() would wrap -1 to the last row
+            raise IndexError(f"index {int(idx.min())} is out of bounds for a table of "
+                             f"{table.shape[0]} rows")
         return xp.take(table, idx, axis=0)
 
     def label(self, **attrs):
@@ -298,6 +310,7 @@ class ScatterAdd(Movement):
     """Zeros of `shape` with each row of updates added at its index: gather's gradient."""
 
     name = "scatter_add"
+    attr_kinds = {"shape": "shape"}
     signature = "scatter_add(updates[..., D], idx: int[...], shape=[V, D]) -> [V, D]"
     shape_attrs = ("shape",)
 
@@ -335,6 +348,7 @@ class OneHot(Movement):
     """Integer indices to one-hot vectors of length depth."""
 
     name = "one_hot"
+    attr_kinds = {"depth": "pos", "dtype": "dtype"}
     signature = 'one_hot(idx: int[...], depth, dtype="float32") -> [..., depth]'
 
     def infer(self, types, depth, dtype="float32"):
@@ -362,6 +376,7 @@ class Positions(Movement):
     so no max_len table or T×T constant has to be shared across layers."""
 
     name = "positions"
+    attr_kinds = {"axis": "int", "dtype": "dtype"}
     signature = 'positions(x, axis, dtype="float32") -> [x.shape[axis]]'
 
     def infer(self, types, axis, dtype="float32"):

@@ -17,6 +17,7 @@ class Matmul(OpDef):
     """a @ b over the last two axes; leading axes broadcast."""
 
     name = "matmul"
+    attr_kinds: dict = {}
     signature = "matmul(a[..., M, K], b[..., K, N]) -> [..., M, N]"
 
     def infer(self, types, **attrs):

@@ -33,6 +33,7 @@ class Mask(OpDef):
     ahead) and by `window` r > 0 (only keys within r positions)."""
 
     name = "mask"
+    attr_kinds = {"causal": "bool", "window": "nat", "fill": "fill"}
     signature = 'mask(scores[..., T, S], keep: bool?=None, causal=False, window=0, fill="-inf")'
 
     def infer(self, types, causal=False, window=0, fill="-inf"):

@@ -29,6 +29,8 @@ def reduced_shape(shape, axes, keepdims: bool) -> tuple:
 
 
 class Reduction(OpDef):
+    attr_kinds = {"axes": "axes?", "keepdims": "bool"}
+
     @property
     def signature(self):
         return f"{self.name}(x, axes=None|[int], keepdims=False) -> reduced x"
@@ -107,6 +109,7 @@ class Numel(OpDef):
     time: the divisor of a mean's gradient when dims are symbolic such as B·T."""
 
     name = "numel"
+    attr_kinds = {"axes": "axes?", "dtype": "dtype"}
     signature = 'numel(x, axes=None, dtype="float32") -> scalar'
 
     def infer(self, types, axes=None, dtype="float32"):
@@ -132,6 +135,7 @@ class Softmax(OpDef):
     """exp(x − max) / Σ exp along one axis; a fully masked (all −inf) row gives zeros, not NaN."""
 
     name = "softmax"
+    attr_kinds = {"axis": "int"}
     signature = "softmax(x, axis=-1) -> like x"
 
     def infer(self, types, axis=-1):
@@ -167,6 +171,7 @@ class Layernorm(OpDef):
     """(x − mean) / √(var + eps) · gamma + beta over the last axis, as one primitive."""
 
     name = "layernorm"
+    attr_kinds = {"eps": "eps"}
     signature = "layernorm(x[..., D], gamma[D], beta[D], eps=1e-5) -> like x"
 
     def infer(self, types, eps=1e-5):
@@ -217,6 +222,7 @@ class CrossEntropy(OpDef):
     """Mean over positions of −log softmax(logits)[target]."""
 
     name = "cross_entropy"
+    attr_kinds: dict = {}
     signature = "cross_entropy(logits[..., C], targets: int[...]) -> scalar mean"
 
     def infer(self, types, **attrs):

@@ -45,6 +45,8 @@ class OpDef:
     #: attrs that hold shapes which may contain symbolic dims; the executor binds them
     #: to ints before calling the kernel.
     shape_attrs: tuple[str, ...] = ()
+    #: attr name -> kind (see tgraph.ops.attrs); None: names from ``infer``'s signature.
+    attr_kinds: dict | None = None
     #: human-readable signature for ``tgraph ops``.
     signature: str = ""
     #: what the op is, one line (defaults to the class docstring's first line).

@@ -173,8 +173,14 @@ def test_data_the_types_cannot_rule_out_fails_naming_the_node():
 
     g = build_model("gpt", preset="tiny", max_len=8, vocab=10)
     params = tg.init_params(g)
-    with pytest.raises(FeedError, match=r"gather node 'embed/gather' .*int64\[1×4\].*"
-                                        r"IndexError"):
-        tg.run(g, {"tokens": np.array([[1, 2, 10, 3]])}, params)
-    with pytest.raises(FeedError, match=r"gather node 'embed/gather_1' .*T=9"):
+    for bad in (10, -1):  # -1 must not wrap to the last row
+        with pytest.raises(FeedError, match=rf"feed 'tokens' holds id {bad}; ids must be in "
+                                            r"\[0, 10\)"):
+            tg.run(g, {"tokens": np.array([[1, 2, bad, 3]])}, params)
+    with pytest.raises(FeedError, match=r"dim T=9 is more than this model's max_len=8"):
         tg.run(g, {"tokens": np.zeros((1, 9), np.int64)}, params)
+    del g.meta["int_ranges"], g.meta["dim_limits"]  # a graph without hints: the kernel says
+    for bad in (10, -1):
+        with pytest.raises(FeedError, match=r"gather node 'embed/gather' .*int64\[1×4\].*"
+                                            r"IndexError"):
+            tg.run(g, {"tokens": np.array([[1, 2, bad, 3]])}, params)

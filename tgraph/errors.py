@@ -13,6 +13,10 @@ class GraphFileError(TGraphError):
     """A graph or weights file that cannot be read."""
 
 
+class AttrError(TGraphError):
+    """A node's attrs do not fit its op's schema (names and kinds)."""
+
+
 class FeedError(TGraphError):
     """A feed or parameter array that does not fit the graph."""
 

@@ -19,6 +19,7 @@ import numpy as np
 from tgraph.errors import FeedError, ShapeError
 from tgraph.io import check_weights
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
+from tgraph.sanitize import clip
 from tgraph.shapes import eval_shape, fmt_shape
 
 _KIND = {"f": "float", "i": "int", "u": "int", "b": "bool"}
@@ -88,6 +89,11 @@ class Executable:
                     if env.setdefault(d, n) != n:
                         raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}: dim {d} "
                                         f"is {n} here but {env[d]} elsewhere")
+        limits = self.graph.meta.get("dim_limits", {})
+        for d, n in env.items():
+            if d in limits and n > limits[d]:
+                raise FeedError(f"dim {d}={n} is more than this model's max_len={limits[d]} "
+                                f"(its position table has {limits[d]} rows)")
         for v in self.graph.inputs:
             try:
                 want = eval_shape(v.shape, env)
@@ -102,8 +108,11 @@ class Executable:
     def _kernels_for(self, env: dict) -> list[Callable]:
         key = tuple(sorted(env.items()))
         if key not in self._bound:
+            from tgraph.budget import check_bytes
             from tgraph.ops.registry import get_op
 
+            check_bytes(live_bytes_peak(self, env), f"running {clip(self.graph.name)} with "
+                        f"{_fmt_env(env)}")
             xp = self.backend.xp
             fns = []
             for st in self.steps:
@@ -140,6 +149,7 @@ class Executable:
         for v in g.params:
             params[v.name] = _conform(params[v.name], v, "parameter")
         env = self.bind_dims(feeds, dims)
+        check_int_ranges(g, feeds)
         buf: list[Any] = [None] * self.n_slots
         for v in g.inputs:
             buf[self.slot[v]] = be.asarray(feeds[v.name])
@@ -188,6 +198,20 @@ def _conform(a, v, what: str):
         raise FeedError(f"{what} {v.name!r} has dtype {a.dtype}, expected {v.dtype} "
                         f"({fmt_shape(v.shape)})")
     return a if str(a.dtype) == v.dtype else a.astype(v.dtype)
+
+
+def check_int_ranges(graph: Graph, feeds: Mapping[str, Any]) -> None:
+    """Token ids and targets inside [0, high) (``meta["int_ranges"]``): -1 and an id past
+    the vocabulary are the same clear error, not a wrap to the last row or an IndexError."""
+    for name, high in graph.meta.get("int_ranges", {}).items():
+        a = feeds.get(name)
+        if a is None or not a.size or a.dtype.kind not in "iu":
+            continue
+        low, top = int(a.min()), int(a.max())
+        if low < 0 or top >= high:
+            bad = low if low < 0 else top
+            raise FeedError(f"feed {name!r} holds id {bad}; ids must be in [0, {high}) "
+                            f"(the vocabulary or class count)")
 
 
 def _fmt_env(env) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tgraph.budget import check_bytes, nbytes
 from tgraph.errors import FeedError
 from tgraph.ir import Graph
-from tgraph.shapes import eval_shape, symbols
+from tgraph.sanitize import clip
+from tgraph.shapes import eval_shape, fmt_shape, symbols
 
 
 def feed_dims(graph: Graph, dims: dict | None = None) -> dict[str, int]:
@@ -29,6 +31,8 @@ def random_feeds(graph: Graph, dims: dict | None = None, seed: int = 0) -> dict[
             shape = eval_shape(v.shape, env)
         except KeyError as e:
             raise FeedError(f"input {v.name!r} needs --dim {e.args[0]}=N") from None
+        check_bytes(nbytes(shape, np.dtype(v.dtype).itemsize), f"random feed {clip(v.name)} "
+                    f"{v.dtype}[{fmt_shape(shape)}]")
         kind = np.dtype(v.dtype).kind
         if kind == "f":
             out[v.name] = rng.standard_normal(shape).astype(v.dtype)

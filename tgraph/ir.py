@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tgraph.errors import ShapeError, TGraphError
+from tgraph.errors import AttrError, ShapeError, TGraphError
 from tgraph.shapes import fmt_shape
 from tgraph.types import TensorType
 
@@ -122,6 +122,7 @@ class Graph:
         self.meta: dict[str, Any] = dict(meta or {})
         self._scope: list[str] = []
         self._names: set[str] = set()
+        self._next_suffix: dict[str, int] = {}
 
     # ----- construction ---------------------------------------------------
     @contextlib.contextmanager
@@ -139,10 +140,12 @@ class Graph:
         return "/".join(self._scope)
 
     def _unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._names:
-            name = f"{base}_{i}"
-            i += 1
+        # the next suffix to try is remembered per base: O(1) per name, not a scan from _1
+        name, i = base, self._next_suffix.get(base, 1)
+        if name in self._names:
+            while (name := f"{base}_{i}") in self._names:
+                i += 1
+            self._next_suffix[base] = i + 1
         self._names.add(name)
         return name
 
@@ -268,6 +271,11 @@ class Graph:
 
 def infer_types(opdef, node: Node) -> list[TensorType]:
     """Run an op's shape rule; any complaint becomes one ShapeError naming node and shapes."""
+    from tgraph.ops.attrs import attr_problem
+
+    problem = attr_problem(opdef, node.attrs)
+    if problem:
+        raise AttrError(f"{node.where()}: {problem}")
     types = [v.type for v in node.inputs]
     try:
         out = opdef.infer(types, **node.attrs)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +16,10 @@ import numpy as np
 
 from tgraph.errors import TGraphError
 from tgraph.progress import _VERBOSITY, NORMAL, QUIET, VERBOSE, verbosity
+from tgraph.sanitize import clip
+
+MESSAGE_LIMIT = 300  # characters of one error line
+DIM_LIMIT = 1 << 48
 
 
 class Group(click.Group):
@@ -23,6 +29,9 @@ class Group(click.Group):
     def invoke(self, ctx):
         from tgraph.plugins import load_env, load_installed
 
+        # SIGTERM unwinds like an exception: temporary files are removed and a running
+        # `dot` child is killed on the way out (subprocess.run kills it on any exception)
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             load_installed()
             load_env()
@@ -31,11 +40,19 @@ class Group(click.Group):
             fail(str(e))
         except OSError as e:
             reason = e.strerror or str(e)
-            fail(f"{reason}: {e.filename}" if e.filename else reason)
+            fail(f"{reason}: {clip(e.filename)}" if e.filename else reason)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def fail(message: str) -> None:
-    click.echo("error: " + " ".join(message.split("\n")), err=True)
+    """``error: <message>`` as one line of at most MESSAGE_LIMIT characters, exit code 1."""
+    line = " ".join(str(message).split())
+    if len(line) > MESSAGE_LIMIT - 7:
+        line = line[:MESSAGE_LIMIT - 8] + "…"
+    click.echo("error: " + line, err=True)
     sys.exit(1)
 
 
@@ -85,7 +102,7 @@ def resolve_graph(spec: str, preset=None, sets=(), loss=False):
     from tgraph.models import MODELS, build_model
 
     if spec not in MODELS:
-        raise TGraphError(f"{spec!r} is neither a graph file nor a model "
+        raise TGraphError(f"{clip(spec)} is neither a graph file nor a model "
                           f"(models: {', '.join(MODELS) or 'none'})")
     return build_model(spec, preset=preset, loss=loss, **parse_pairs(sets, "--set"))
 
@@ -94,19 +111,43 @@ def parse_pairs(pairs, flag: str) -> dict[str, str]:
     out = {}
     for p in pairs:
         key, eq, value = p.partition("=")
-        if not eq or not key:
-            raise click.UsageError(f"{flag} expects KEY=VALUE, got {p!r}")
+        if not eq or not key.strip():
+            raise click.UsageError(f"{flag} expects KEY=VALUE, got {clip(p)}")
+        if key.strip() in out:
+            raise click.UsageError(f"{flag} {clip(key.strip())} is given twice")
         out[key.strip()] = value.strip()
     return out
 
 
-def parse_dims(pairs) -> dict[str, int]:
+def parse_dims(pairs, graph=None) -> dict[str, int]:
+    """``--dim SYM=N`` pairs: N a plain decimal integer from 1 to 2^48, SYM one of the
+    graph's symbols when a graph is given."""
+    from tgraph.shapes import symbols
+
     out = {}
+    known = None if graph is None else sorted({s for v in graph.values()
+                                               for s in symbols(v.shape)})
     for k, v in parse_pairs(pairs, "--dim").items():
-        if not v.isdigit() or int(v) < 1:
-            raise click.UsageError(f"--dim {k}= needs a positive integer, got {v!r}")
+        if not re.fullmatch(r"[0-9]{1,15}", v) or not 1 <= int(v) <= DIM_LIMIT:
+            raise click.UsageError(f"--dim {clip(k)}= needs an integer from 1 to 2^48, "
+                                   f"got {clip(v)}")
+        if known is not None and k not in known:
+            raise click.UsageError(f"--dim {clip(k)}: the graph has no symbol {clip(k)} "
+                                   f"(its symbols: {', '.join(known) or 'none'})")
         out[k] = int(v)
     return out
+
+
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: ``--lr nan`` or ``inf`` is a usage error."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if rv != rv or rv in (float("inf"), float("-inf")):
+            self.fail(f"{clip(value)} is not a finite number", param, ctx)
+        return rv
 
 
 dim_option = click.option("--dim", "dims", multiple=True, metavar="SYM=N",
@@ -125,13 +166,10 @@ def echo_json(obj) -> None:
 
 
 def load_feeds(pairs) -> dict[str, np.ndarray]:
-    feeds = {}
-    for name, path in parse_pairs(pairs, "--feed").items():
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise TGraphError(f"cannot read feed {name!r} from {path!r}: {e}") from None
-    return feeds
+    from tgraph.io import load_array
+
+    return {name: load_array(path, f"feed {clip(name)}")
+            for name, path in parse_pairs(pairs, "--feed").items()}
 
 
 

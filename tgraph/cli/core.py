@@ -92,7 +92,7 @@ def info_cmd(graph, dims, depth, as_json):
     """
     from tgraph.summary import format_table, summarize
 
-    s = summarize(graph, parse_dims(dims), depth)
+    s = summarize(graph, parse_dims(dims, graph), depth)
     inputs = {v.name: str(v.type) for v in graph.inputs}
     outputs = {k: str(v.type) for k, v in graph.outputs.items()}
     ops = dict(Counter(n.op for n in graph.nodes).most_common())
@@ -112,7 +112,8 @@ def info_cmd(graph, dims, depth, as_json):
               help="Input array from a .npy file (repeatable).")
 @click.option("--random", "random_", is_flag=True,
               help="Make valid random feeds (and weights, if none given) from the types.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --random.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+              help="Seed for --random.")
 @dim_option
 @backend_option
 @output_option
@@ -127,7 +128,7 @@ def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
     from tgraph.io import load_weights, save_weights
     from tgraph.params import init_params
 
-    dims = parse_dims(dims)
+    dims = parse_dims(dims, graph)
     given = load_feeds(feeds)
     if random_:
         given = {**random_feeds(graph, dims, seed), **given}

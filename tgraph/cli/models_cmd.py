@@ -49,22 +49,25 @@ def models_cmd(as_json):
 @output_option
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Also write freshly initialised weights to this .npz.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --weights.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+              help="Seed for --weights.")
 @plugin_option
 def build_cmd(model, preset, sets, loss, output, weights, seed):
     """Build a model from the zoo and save its graph (and optionally initial weights).
 
     Example: tgraph build gpt --preset tiny --set heads=batched -o gpt.json --weights w.npz
     """
-    from tgraph.io import save_graph, save_weights
+    from tgraph.io import all_or_nothing, save_graph, save_weights
     from tgraph.models import build_model
     from tgraph.params import init_params
 
     if not output:
         raise click.UsageError("give -o GRAPH.json")
     graph = build_model(model, preset=preset, loss=loss, **parse_pairs(sets, "--set"))
-    save_graph(graph, output)
+    with all_or_nothing():  # both files or neither
+        save_graph(graph, output)
+        if weights:
+            save_weights(init_params(graph, seed), weights)
     status(f"wrote {output}: {len(graph.nodes)} nodes, {graph.param_count():,} parameters")
     if weights:
-        save_weights(init_params(graph, seed), weights)
         status(f"wrote {weights}: {len(graph.params)} arrays (seed {seed})")

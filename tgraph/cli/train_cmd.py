@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tgraph.cli.common import (
+    Finite,
     backend_option,
     graph_source,
     parse_pairs,
@@ -57,20 +58,24 @@ def grad_cmd(graph, wrt, of, output):
 @click.option("--preset", help="Model preset to start from.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Model config override (repeatable); the task sets vocab and max_len.")
-@click.option("--steps", default=300, show_default=True)
-@click.option("--batch", default=64, show_default=True, help="Sequences per step.")
-@click.option("--seq-len", type=int, metavar="N",
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1, 10**9))
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Sequences per step.")
+@click.option("--seq-len", type=click.IntRange(1, 1 << 20), metavar="N",
               help="Context length for text (default 64, at most the graph's), digits per "
                    "sequence for reverse/copy/sort (default 8).")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
               show_default=True)
-@click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate.")
-@click.option("--warmup", default=50, show_default=True, help="Warm-up steps, then cosine.")
-@click.option("--weight-decay", default=0.0, show_default=True)
-@click.option("--clip", default=1.0, show_default=True, help="Gradient norm clip (0: off).")
-@click.option("--checkpoint-every", default=0, show_default=True,
+@click.option("--lr", default=3e-3, show_default=True, type=Finite(0, 1e3, min_open=True),
+              help="Peak learning rate.")
+@click.option("--warmup", default=50, show_default=True, type=click.IntRange(0, 10**9),
+              help="Warm-up steps, then cosine.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=Finite(0, 1e3))
+@click.option("--clip", default=1.0, show_default=True, type=Finite(0, 1e12),
+              help="Gradient norm clip (0: off).")
+@click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(0, 10**9),
               help="Also save the weights every N steps.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @backend_option
 @verbosity_options
 @plugin_option
@@ -86,11 +91,14 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
     """
     import numpy as np
 
-    from tgraph.io import save_graph
+    from tgraph.io import all_or_nothing, remove_stale_temp_files, save_graph
     from tgraph.params import init_params
     from tgraph.train import OPTIMIZERS, Trainer, warmup_cosine
     from tgraph.train.fit import fixed_batch, forward_graph
 
+    graph_path = Path(output).with_suffix(".json")
+    for stale in remove_stale_temp_files(output, graph_path):  # left by a killed run
+        status(f"removed {stale}, left by an interrupted run")
     task = task or ("text" if data else None)
     if task is None:
         raise click.UsageError("give --task NAME, or --data FILE for --task text")
@@ -102,13 +110,14 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
     rng = np.random.default_rng(seed)
     batch = fixed_batch(graph) or batch  # a graph saved with a fixed B takes only that
     losses = trainer.fit(lambda step: job.batch(rng, batch, names), steps,
-                         warmup_cosine(lr, steps, min(warmup, steps // 2)), output,
-                         checkpoint_every)
+                         warmup_cosine(lr, steps, min(warmup, steps // 2)),
+                         output if checkpoint_every else None, checkpoint_every)
     forward = forward_graph(graph)
     if task == "text":
         forward.meta["text"] = {**job.codec.to_meta(), "context": job.seq_len}
-    graph_path = Path(output).with_suffix(".json")
-    save_graph(forward, graph_path)
+    with all_or_nothing():  # the weights and their graph, or neither
+        trainer.save(output)
+        save_graph(forward, graph_path)
     status(f"wrote {output} and {graph_path}")
     final = float(np.mean(losses[-20:]))
     click.echo(f"loss {losses[0]:.4f} -> {final:.4f} (mean of the last "
@@ -160,10 +169,13 @@ def _graph_and_task(spec, task, data, preset, sets, seq_len):
 @graph_source
 @weights_option
 @click.option("--prompt", default="", help="Text to continue.")
-@click.option("--length", default=200, show_default=True, help="Characters to sample.")
-@click.option("--temperature", default=0.8, show_default=True, help="0: greedy.")
-@click.option("--top-k", default=0, show_default=True, help="Sample among the k likeliest.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--length", default=200, show_default=True, type=click.IntRange(0, 10**6),
+              help="Characters to sample.")
+@click.option("--temperature", default=0.8, show_default=True, type=Finite(0, 1e6),
+              help="0: greedy.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0, 2**31),
+              help="Sample among the k likeliest.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @backend_option
 def generate_cmd(graph, weights, prompt, length, temperature, top_k, seed, backend):
     """Sample text from a GPT trained with tgraph train --task text.

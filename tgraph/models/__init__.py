@@ -32,8 +32,11 @@ def build_model(name: str, preset: str | None = None, loss: bool = False, **over
     cfg = spec.make_config(preset, **overrides)
     g = Graph(name if preset is None else f"{name}-{preset}")
     spec.build(g, cfg, loss)
+    dims = spec.dims(cfg)
     g.meta = {"model": name, "preset": preset, "config": cfg.to_json(),
-              "dims": spec.dims(cfg), "int_ranges": spec.int_ranges(cfg)}
+              "dims": dims, "int_ranges": spec.int_ranges(cfg)}
+    if hasattr(cfg, "max_len"):  # sequence axes index a max_len position table
+        g.meta["dim_limits"] = {k: cfg.max_len for k in dims if k != "B"}
     return g.validate()
 
 

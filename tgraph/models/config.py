@@ -8,6 +8,7 @@ field's type and checks choices, so ``--set n_layers=2 tie_embeddings=true`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,10 @@ from typing import Any, ClassVar
 
 from tgraph.errors import TGraphError
 from tgraph.models import roles
+from tgraph.sanitize import clip
 
+LAYER_LIMIT = 1000  # layers: building more would take minutes and nobody means it
+INT_LIMIT = (1 << 31) - 1  # any other size: memory is checked when weights are made
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -86,6 +90,13 @@ class AttentionConfig:
         for key in ("n_layers", "d_model", "n_heads", "d_ff"):
             if getattr(self, key) < 1:
                 _bad(key, getattr(self, key), "a positive integer")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            limit = LAYER_LIMIT if f.name.startswith("n_") and "layers" in f.name else INT_LIMIT
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                _bad(f.name, value, f"at most {limit:,}")
+        if not (math.isfinite(self.eps) and 0 < self.eps < 1):
+            _bad("eps", self.eps, "a number between 0 and 1")
         if self.d_model % self.n_heads:
             raise TGraphError(f"config: d_model={self.d_model} must be divisible by "
                               f"n_heads={self.n_heads}")
@@ -131,7 +142,7 @@ def token_ranges(cfg, inputs=("tokens",)) -> dict[str, int]:
 
 
 def _bad(key, value, what):
-    raise TGraphError(f"config: {key}={value!r} must be {what}")
+    raise TGraphError(f"config: {key}={clip(repr(value))[1:-1]} must be {what}")
 
 
 def parse_value(cls: type, key: str, value: Any) -> Any:
@@ -139,7 +150,7 @@ def parse_value(cls: type, key: str, value: Any) -> Any:
     types = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     if key not in names:
-        raise TGraphError(f"unknown config key {key!r}; valid keys: {', '.join(names)}")
+        raise TGraphError(f"unknown config key {clip(key)}; valid keys: {', '.join(names)}")
     kind = types[key]
     try:
         if kind is bool:
@@ -151,10 +162,12 @@ def parse_value(cls: type, key: str, value: Any) -> Any:
         elif kind is float:
             value = float(value)
     except ValueError:
-        raise TGraphError(f"config key {key!r} needs a {kind.__name__}, got {value!r}") from None
+        raise TGraphError(f"config key {clip(key)} needs a {kind.__name__}, got "
+                          f"{clip(value)}") from None
     choices = cls.CHOICES.get(key)
     if choices and value not in choices:
-        raise TGraphError(f"config key {key!r} must be one of {'|'.join(choices)}, got {value!r}")
+        raise TGraphError(f"config key {clip(key)} must be one of {'|'.join(choices)}, got "
+                          f"{clip(value)}")
     return value
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tgraph.errors import TGraphError
+from tgraph.sanitize import clip
 
 SEQUENCE_TASKS = {"reverse": lambda x: x[:, ::-1], "copy": lambda x: x,
                   "sort": lambda x: np.sort(x, axis=1)}
@@ -136,13 +137,16 @@ class TextTask:
 
     def __init__(self, path, seq_len: int = 64, vocab: int | None = None):
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_bytes().decode("utf-8")
         except OSError as e:
-            raise TGraphError(f"cannot read text file {str(path)!r}: {e.strerror}") from None
-        self.codec = text_codec(text, vocab, f"text file {str(path)!r}")
+            raise TGraphError(f"cannot read text file {clip(str(path))}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise TGraphError(f"{clip(str(path))} is not UTF-8 text (byte {e.start}); "
+                              "--task text trains on a text file") from None
+        self.codec = text_codec(text, vocab, f"text file {clip(str(path))}")
         self.data = np.array(self.codec.encode(text), dtype=np.int64)
         if len(self.data) < seq_len + 2:
-            raise TGraphError(f"text file {str(path)!r} is shorter than one sequence "
+            raise TGraphError(f"text file {clip(str(path))} is shorter than one sequence "
                               f"({len(self.data)} tokens, seq_len {seq_len})")
         self.seq_len = seq_len
 
