@@ -96,7 +96,7 @@ def test_unreadable_graph_files(files, data, words):
 
 def test_attr_schema_applies_when_building_too():
     g = Graph("g")
-    x = g.input("x", "float32", (2, 3))
+    x = g.input("x", (2, 3))
     with pytest.raises(AttrError, match=r"layernorm node .*attr eps must be a finite number > 0"):
         tg.builder.apply("layernorm", x, g.param("g", (3,)), g.param("b", (3,)), eps="1e-5")
 
@@ -206,7 +206,7 @@ def test_echoed_input_is_capped(files):
 def test_unique_naming_is_linear():
     """16k same-named ops in one scope: the suffix counter makes each name O(1)."""
     g = Graph("g")
-    x = g.input("x", "float32", (2,))
+    x = g.input("x", (2,))
     names = g._names
     probes = []
 
