@@ -18,8 +18,9 @@ def main(out: Path) -> None:
     gpt = build_model("gpt", preset="tiny", norm="pre")
     for depth, name in ((0, "overview"), (2, "depth2"), (None, "full")):
         print(render(gpt, out / f"gpt_{name}.svg", depth=depth).path)
-    post = build_model("gpt", preset="tiny", norm="post", n_layers=1, heads="batched")
-    pre = build_model("gpt", preset="tiny", norm="pre", n_layers=1, heads="batched")
+    # the README's diff command: split heads, folded as render folds them
+    post = build_model("gpt", preset="tiny", norm="post", n_layers=1)
+    pre = build_model("gpt", preset="tiny", norm="pre", n_layers=1)
     print(render_diff(post, pre, out / "post_vs_pre_ln.svg").path)
     one = build_model("gpt", preset="tiny", n_layers=1, heads="batched", loss=True)
     print(render(one, out / "gpt_backward.svg", depth=3, backward=True).path)

@@ -377,6 +377,7 @@ class Positions(Movement):
 
     name = "positions"
     attr_kinds = {"axis": "int", "dtype": "dtype"}
+    shape_only = True
     signature = 'positions(x, axis, dtype="float32") -> [x.shape[axis]]'
 
     def infer(self, types, axis, dtype="float32"):

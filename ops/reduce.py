@@ -110,6 +110,7 @@ class Numel(OpDef):
 
     name = "numel"
     attr_kinds = {"axes": "axes?", "dtype": "dtype"}
+    shape_only = True
     signature = 'numel(x, axes=None, dtype="float32") -> scalar'
 
     def infer(self, types, axes=None, dtype="float32"):

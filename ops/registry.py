@@ -53,6 +53,9 @@ class OpDef:
     doc: str = ""
     #: the module that registered the op (set by register_op).
     source: str = ""
+    #: reads only its inputs' shapes, never their values (positions, numel): diagrams draw
+    #: such an input as a dotted "shape of" edge, not a data edge.
+    shape_only: bool = False
 
     def infer(self, types: Sequence[TensorType], **attrs) -> TensorType | Sequence[TensorType]:
         raise NotImplementedError

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from dot_layout import read_layout
+
 from tgraph.models import build_model
 from tgraph.render import render_diff
 
@@ -31,18 +33,29 @@ def test_post_vs_pre_ln_moves_exactly_the_layernorms(tmp_path):
     m = marked(tmp_path / "d.svg")
     layer_lns = sorted(n.name for n in pre.nodes if n.op == "layernorm" and "/layer_" in n.scope)
     assert len(layer_lns) == 4
-    assert sorted(t.split(" (")[0] for t in m["moved"]) == layer_lns
+    drawn = [n for n in layer_lns if "/layer_0/" in n]  # layers fold: layer_0 stands for both
+    assert sorted(t.split(" (")[0] for t in m["moved"]) == drawn
     assert [t.split(" (")[0] for t in m["added"]] == ["decoder/ln_f/layernorm"]
     assert "removed" not in m and "changed" not in m
+    render_diff(post, pre, tmp_path / "all.svg", fold=False)
+    m = marked(tmp_path / "all.svg")
+    assert sorted(t.split(" (")[0] for t in m["moved"]) == layer_lns
 
 
-def test_identical_graphs_mark_nothing_and_a_changed_attr_is_changed(tmp_path):
-    a = build_model("gpt", preset="tiny", n_layers=1)
-    render_diff(a, build_model("gpt", preset="tiny", n_layers=1), tmp_path / "same.svg")
-    assert not {"moved", "added", "removed", "changed"} & set(marked(tmp_path / "same.svg"))
-    b = build_model("gpt", preset="tiny", n_layers=1, activation="relu")
-    c = build_model("gpt", preset="tiny", n_layers=1, eps=1e-6)
-    render_diff(b, c, tmp_path / "eps.svg")
-    m = marked(tmp_path / "eps.svg")
-    assert {t.split(" (")[1].split(")")[0] for t in m["changed"]} == {"layernorm"}
-    assert "moved" not in m
+def test_readme_diff_folds_split_heads_like_render(tmp_path):
+    """The README's command (split heads, one layer): one head drawn, as render draws it,
+    and a picture no bigger than the batched one's."""
+    areas = {}
+    for heads in ("split", "batched"):
+        post = build_model("gpt", preset="tiny", n_layers=1, norm="post", heads=heads)
+        pre = build_model("gpt", preset="tiny", n_layers=1, norm="pre", heads=heads)
+        render_diff(post, pre, tmp_path / f"{heads}.dot")
+        d = read_layout(tmp_path / f"{heads}.dot")
+        x0, y0, x1, y1 = d["bb"]
+        areas[heads] = (x1 - x0) * (y1 - y0)
+        heads_drawn = [c["tooltip"] for c in d["clusters"].values()
+                       if c["tooltip"].rpartition("/")[2].startswith("head_")]
+        assert heads_drawn == (["decoder/layer_0/self_attn/head_0"] if heads == "split" else [])
+        tips = " ".join(n.get("tooltip", "") for n in d["nodes"].values())
+        assert "head_1" not in tips and "head_3" not in tips
+    assert areas["split"] <= 1.25 * areas["batched"]

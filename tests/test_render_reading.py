@@ -136,3 +136,126 @@ def test_matmul_operands_enter_left_to_right(name, tmp_path):
             assert ins[left] < ins[right], n.name
             checked += 1
     assert checked >= 2
+
+
+def test_shape_only_inputs_are_dotted_shape_of_edges(tmp_path):
+    d = laid_out(model("gpt"), tmp_path)
+    g = model("gpt")
+    by_gvid = {i: op_of(g, n) for i, n in d["nodes"].items()}
+    into_positions = [e for e in d["edges"]
+                      if by_gvid.get(e["head"]) is not None and by_gvid[e["head"]].op == "positions"]
+    assert into_positions
+    for e in into_positions:
+        assert e["style"] == "dotted" and "shape" in e["class"].split()
+        assert e["label"].startswith("shape of ")
+    others = [e for e in d["edges"] if e not in into_positions and e.get("style") != "invis"]
+    assert not any("shape" in e.get("class", "").split() for e in others)
+
+
+@pytest.mark.parametrize("depth", [None, 2, 3])
+def test_sinusoidal_positions_are_one_box_unless_expanded(depth, tmp_path):
+    g = model("transformer")
+    table = [n for n in g.nodes if n.scope.endswith("/positions")]
+    assert {n.op for n in table} >= {"sin", "cos", "concat", "reshape", "positions"}
+    boxes = [b for b in of_kind(laid_out(g, tmp_path, depth=depth), "block").values()
+             if b["tooltip"].endswith("/positions")]
+    expected = [] if depth == 2 else ["embed/src/positions", "embed/tgt/positions"]
+    assert sorted(b["tooltip"] for b in boxes) == expected  # depth 2: inside embed/src
+    opened = laid_out(g, tmp_path, depth=depth, expand=("positions",))
+    if depth is None or depth > 3:
+        drawn = {op_of(g, n).name for n in of_kind(opened, "op").values()}
+        assert {n.name for n in table} <= drawn
+    assert not any(b["tooltip"].endswith("/positions") and depth is None
+                   for b in of_kind(opened, "block").values())
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+NAMED = {"white": "#ffffff", "black": "#000000", "none": None}
+
+
+def colour(c):
+    c = NAMED.get(c, c)
+    return c if c and c.startswith("#") and len(c) == 7 else None
+
+
+def svg_texts(path):
+    """(text, font size, text colour, fill of the shape it sits on) for every text, and the
+    fills of every cluster (what an edge label may lie on)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    found, cluster_fills = [], ["#ffffff"]
+    for grp in root.iter(f"{SVG}g"):
+        cls = (grp.get("class") or "").split()[:1] and grp.get("class").split()[0]
+        if cls not in ("node", "cluster", "edge"):
+            continue
+        title = grp.find(f"{SVG}title")
+        if title is not None and title.text == "legend":  # swatches beside text on the page
+            found += [("legend", t.text, float(t.get("font-size")),
+                       colour(t.get("fill", "black")), "#ffffff") for t in grp.iter(f"{SVG}text")]
+            continue
+        shapes = [colour(s.get("fill")) for s in grp.iter() if s.tag in (f"{SVG}polygon", f"{SVG}path",
+                                                                  f"{SVG}ellipse")]
+        fill = next((f for f in shapes if f), None)
+        if cls == "cluster" and fill:
+            cluster_fills.append(fill)
+        for t in grp.iter(f"{SVG}text"):
+            found.append((cls, t.text, float(t.get("font-size")),
+                          colour(t.get("fill", "black")), fill))
+    return found, cluster_fills
+
+
+@pytest.mark.parametrize("kw", [{}, {"depth": 1, "color": "flops"}, {"depth": 2, "color": "params"},
+                                {"depth": 3, "backward": True}])
+def test_text_is_at_least_9pt_and_aa_contrast_on_its_fill(kw, tmp_path):
+    from tgraph.render import render
+    from tgraph.render.contrast import contrast
+
+    g = build_model("gpt", preset="tiny", loss=bool(kw.get("backward")))
+    path = tmp_path / "g.svg"
+    render(g, path, **kw)
+    texts, cluster_fills = svg_texts(path)
+    assert len(texts) > 20
+    for cls, text, size, ink, fill in texts:
+        assert size >= 9, (text, size)
+        behind = cluster_fills if cls == "edge" else [fill or "#ffffff"]
+        if cls == "node" and fill is None:  # a plain-text node (the legend) on the page
+            behind = ["#ffffff"]
+        worst = min(contrast(ink, b) for b in behind)
+        assert worst >= 4.5, (text, ink, behind, worst)
+
+
+def test_rendering_twice_gives_byte_identical_files(tmp_path):
+    from tgraph.render import render, render_diff
+
+    def draw(i):
+        a = build_model("gpt", preset="tiny", n_layers=1, norm="post")
+        b = build_model("gpt", preset="tiny", n_layers=1, norm="pre")
+        render_diff(a, b, tmp_path / f"diff{i}.dot")
+        render(build_model("transformer", preset="tiny", loss=True), tmp_path / f"t{i}.dot",
+               depth=3, backward=True)
+        return [(tmp_path / f"{k}{i}.dot").read_bytes() for k in ("diff", "t")]
+
+    first, second = draw(0), draw(1)
+    assert first == second
+
+
+def test_backward_at_depth_3_boxes_leaf_blocks_and_keeps_gradients_by_their_op(tmp_path):
+    from dot_layout import box
+
+    g = build_model("gpt", preset="tiny", loss=True)
+    d = laid_out(g, tmp_path, depth=3, backward=True)
+    ops = [n["tooltip"] for n in of_kind(d, "op").values()]
+    assert not any(" in backward/decoder/ln_f " in t or " in backward/embed " in t for t in ops)
+    blocks = {n["tooltip"] for n in of_kind(d, "block").values()}
+    assert "backward/decoder/ln_f" in blocks
+    assert any(b.startswith("backward/decoder/layer_") and b.endswith("/ln_1") for b in blocks)
+    for gvid, grad in of_kind(d, "grad").items():
+        (edge,) = [e for e in d["edges"] if gvid in (e["head"], e["tail"])]
+        maker = edge["tail"] if edge["head"] == gvid else edge["head"]
+        home = [c for c in d["clusters"].values() if maker in c.get("nodes", [])]
+        assert home and all(gvid in c.get("nodes", []) for c in home), grad["lines"]
+        inner = min(home, key=lambda c: len(c.get("nodes", [])))
+        x0, y0, x1, y1 = box(inner["bb"])
+        gx, gy = map(float, grad["pos"].split(","))
+        assert x0 <= gx <= x1 and y0 <= gy <= y1  # drawn inside its op's box

@@ -34,10 +34,13 @@ budget_option = click.option("--time-budget", type=click.FloatRange(min=0.1), de
               help="Draw the backward pass beside the forward one (needs a loss: --loss).")
 @click.option("--color", type=click.Choice(["flops", "params"]), default=None,
               help="Shade each box by its share of FLOPs or parameters.")
+@click.option("--expand", multiple=True, type=click.Choice(["positions"]),
+              help="Draw a detail scope op by op (default: one box), e.g. the sinusoidal "
+                   "positions' sin/cos table (repeatable).")
 @rankdir_option
 @budget_option
 @verbosity_options
-def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget):
+def render_cmd(graph, output, depth, fold, backward, color, expand, rankdir, time_budget):
     """Draw a graph or model as an expanded architecture diagram.
 
     Example: tgraph render gpt --preset tiny --depth 2 -o gpt.svg
@@ -46,7 +49,7 @@ def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget
     from tgraph.sanitize import default_output
 
     r = render(graph, output or default_output(graph.name, ".svg"), depth=depth, fold=fold, backward=backward,
-               rankdir=rankdir, color=color, time_budget=time_budget)
+               rankdir=rankdir, color=color, time_budget=time_budget, expand=expand)
     if r.note:
         status(f"note: {r.note}")
     status(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)")
@@ -62,11 +65,13 @@ def render_cmd(graph, output, depth, fold, backward, color, rankdir, time_budget
 @click.option("--set-b", "sets_b", multiple=True, metavar="KEY=VALUE", help="Override for B only.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="diff.svg",
               show_default=True, help="Output .svg, .png, .pdf or .dot.")
+@click.option("--fold/--no-fold", default=True, show_default=True,
+              help="Draw identical repeated blocks once, marked ×N (as render does).")
 @rankdir_option
 @budget_option
 @verbosity_options
 @plugin_option
-def diff_cmd(graph_a, graph_b, preset, sets, sets_a, sets_b, output, rankdir, time_budget):
+def diff_cmd(graph_a, graph_b, preset, sets, sets_a, sets_b, output, fold, rankdir, time_budget):
     """Draw two graphs as one, marking nodes only in A, only in B, moved or changed.
 
     Example: tgraph diff gpt gpt --preset tiny --set-a norm=post --set-b norm=pre -o ln.svg
@@ -78,5 +83,6 @@ def diff_cmd(graph_a, graph_b, preset, sets, sets_a, sets_b, output, rankdir, ti
                                              **parse_pairs(own, "--set")}.items()]
         return resolve_graph(spec, preset, overrides)
 
-    r = render_diff(build(graph_a, sets_a), build(graph_b, sets_b), output, rankdir, time_budget)
+    r = render_diff(build(graph_a, sets_a), build(graph_b, sets_b), output, rankdir, time_budget,
+                    fold)
     status(f"wrote {r.path} ({r.items} boxes, {r.edges} edges)")

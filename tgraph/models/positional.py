@@ -28,13 +28,15 @@ def angles(x: Value, width: int, axis: int) -> Value:
 
 
 def sinusoidal(x: Value, axis: int = 1) -> Value:
-    """[T, D] table of the 2017 paper, sin and cos interleaved, for x [B, T, D]."""
+    """[T, D] table of the 2017 paper, sin and cos interleaved, for x [B, T, D]; in scope
+    ``positions`` (diagrams draw it as one box unless asked to expand it)."""
     d = x.shape[-1]
-    ang = angles(x, d, axis)
-    t, half = ang.shape
-    pair = tb.concat(tb.reshape(tb.sin(ang), (t, half, 1)),
-                     tb.reshape(tb.cos(ang), (t, half, 1)), axis=-1)
-    return tb.reshape(pair, (t, d))
+    with x.graph.scope("positions"):
+        ang = angles(x, d, axis)
+        t, half = ang.shape
+        pair = tb.concat(tb.reshape(tb.sin(ang), (t, half, 1)),
+                         tb.reshape(tb.cos(ang), (t, half, 1)), axis=-1)
+        return tb.reshape(pair, (t, d))
 
 
 def learned(x: Value, table: Value, axis: int = 1) -> Value:

@@ -18,7 +18,7 @@ from tgraph.errors import TGraphError
 from tgraph.io import atomic_write
 from tgraph.ir import Graph
 from tgraph.render.dot import to_dot
-from tgraph.render.hierarchy import BACKWARD, split_scope
+from tgraph.render.hierarchy import BACKWARD, DETAIL_SCOPES, split_scope
 from tgraph.render.view import HEAT_NAMES, View, build_view
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -36,13 +36,17 @@ class Rendered:
 
 
 def view_of(graph: Graph, depth: int | None = None, fold: bool | None = None,
-            color: str | None = None) -> View:
+            color: str | None = None, expand: tuple[str, ...] = ()) -> View:
     """The View ``render`` draws (checked arguments, folding on by default)."""
     if color is not None and color not in HEAT_NAMES:
         raise TGraphError(f"unknown colour measure {color!r}; choose {' or '.join(HEAT_NAMES)}")
     if depth is not None and depth < 0:
         raise TGraphError(f"depth must be 0 or more, got {depth}")
-    return build_view(graph, depth, True if fold is None else fold, color)
+    unknown = set(expand) - DETAIL_SCOPES
+    if unknown:
+        raise TGraphError(f"cannot expand {', '.join(sorted(unknown))}: scopes drawn as one "
+                          f"box by default are {', '.join(sorted(DETAIL_SCOPES))}")
+    return build_view(graph, depth, True if fold is None else fold, color, tuple(expand))
 
 
 def with_backward(graph: Graph) -> Graph:
@@ -59,17 +63,18 @@ def with_backward(graph: Graph) -> Graph:
 
 def render(graph: Graph, path, depth: int | None = None, fold: bool | None = None,
            backward: bool = False, rankdir: str = "TB", color: str | None = None,
-           time_budget: float = 60.0) -> Rendered:
+           time_budget: float = 60.0, expand: tuple[str, ...] = ()) -> Rendered:
     """Draw ``graph`` into ``path`` (.svg, .png, .pdf or .dot).
 
     depth: scopes deeper than this collapse into one box (None: every primitive).
     fold: identical sibling blocks drawn once as "×N" (default on).
     backward: draw the backward pass beside the forward one.
     color: "flops" or "params" shades each box by its share.
+    expand: detail scopes drawn as one box by default ("positions") to draw op by op.
     """
     if backward:
         graph = with_backward(graph)
-    view = view_of(graph, depth, fold, color)
+    view = view_of(graph, depth, fold, color, expand)
     try:
         return write_view(view, path, rankdir, time_budget, depth)
     except subprocess.TimeoutExpired:
@@ -80,7 +85,7 @@ def render(graph: Graph, path, depth: int | None = None, fold: bool | None = Non
     note = (f"laying out {len(view.items)} boxes took over {time_budget:g} s; drew depth "
             f"{fallback} folded instead (the full DOT is in {full}; lay it out with: "
             f"dot -Tsvg {full} -o out.svg)")
-    small = view_of(graph, fallback, True, color)
+    small = view_of(graph, fallback, True, color, expand)
     try:
         drawn = write_view(small, path, rankdir, time_budget, fallback)
     except subprocess.TimeoutExpired:
@@ -91,12 +96,13 @@ def render(graph: Graph, path, depth: int | None = None, fold: bool | None = Non
 
 
 def render_diff(a: Graph, b: Graph, path, rankdir: str = "TB",
-                time_budget: float = 60.0) -> Rendered:
-    """Draw graphs ``a`` and ``b`` as one diagram with their differences highlighted."""
+                time_budget: float = 60.0, fold: bool = True) -> Rendered:
+    """Draw graphs ``a`` and ``b`` as one diagram with their differences highlighted
+    (identical blocks folded as in ``render`` unless ``fold`` is False)."""
     from tgraph.render.diff import diff_view
 
     try:
-        return write_view(diff_view(a, b), path, rankdir, time_budget)
+        return write_view(diff_view(a, b, fold), path, rankdir, time_budget)
     except subprocess.TimeoutExpired:
         raise TGraphError(f"laying out the diff took over {time_budget:g} s; diff smaller "
                           "models (fewer layers) or write .dot") from None

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
 from tgraph.render.fold import Folding
-from tgraph.render.hierarchy import split_scope
+from tgraph.render.hierarchy import ScopeTree, split_scope
 from tgraph.render.labels import op_label
 from tgraph.render.view import Edge, Item, View, add_cluster_titles, build_view
 from tgraph.shapes import fmt_shape
@@ -73,7 +73,7 @@ def moved_nodes(wa: Wiring, wb: Wiring, only: set) -> set:
     touched = {d for s, d in wa.edges ^ wb.edges} | {s[0] for s, d in wa.edges ^ wb.edges
                                                      if len(s) == 2}
     groups = defaultdict(set)
-    for k in touched:
+    for k in sorted(touched, key=str):  # a fixed order: same picture on every run
         if k[0] == "m" and k in wa.source and k in wb.source:
             groups[k[2]].add(k)
     best = cost(skip)
@@ -87,43 +87,65 @@ def moved_nodes(wa: Wiring, wb: Wiring, only: set) -> set:
     return skip - only
 
 
-def diff_view(a: Graph, b: Graph) -> View:
+def diff_view(a: Graph, b: Graph, fold: bool = True) -> View:
+    """A and B in one view, drawn as B with A's differences; identical blocks fold (in
+    both graphs alike) unless ``fold`` is False."""
     pairs = match_nodes(a, b)
     a_of = {id(m): n for n in a.nodes if (m := pairs.get(id(n))) is not None}
-    wb = Wiring(b, lambda n: ("m", id(n), n.op) if id(n) in a_of else ("b", id(n)))
-    wa = Wiring(a, lambda n: ("m", id(pairs[id(n)]), n.op) if id(n) in pairs else ("a", id(n)))
+    # keys by position in the graph, never by id(): orders built from them must not
+    # depend on where objects happen to live in memory
+    at_a = {id(n): i for i, n in enumerate(a.nodes)}
+    at_b = {id(n): i for i, n in enumerate(b.nodes)}
+    wb = Wiring(b, lambda n: ("m", at_b[id(n)], n.op) if id(n) in a_of else ("b", at_b[id(n)]))
+    wa = Wiring(a, lambda n: ("m", at_b[id(pairs[id(n)])], n.op) if id(n) in pairs
+                else ("a", at_a[id(n)]))
     only = {k for k in (*wa.key.values(), *wb.key.values()) if k[0] != "m"}
     moved = moved_nodes(wa, wb, only)
 
-    view = build_view(b, depth=None, fold=False)
+    fold_a, fold_b = ((Folding.of(ScopeTree.of(a)), Folding.of(ScopeTree.of(b))) if fold
+                      else (Folding.none(), Folding.none()))
+    view = build_view(b, depth=None, fold=fold)  # folds as render does: the same runs
     view.title = f"{a.name} (A) → {b.name} (B)"
     item_of = {}  # wiring key -> item id
-    a_by_id = {id(n): n for n in a.nodes}
-    for n in b.nodes:
-        k = wb.key[id(n)]
-        item_of[k] = view.ids[("op", id(n))]
+    for n in b.nodes:  # a hidden copy (head_3) is drawn as its run's first (head_0)
+        k, shown = wb.key[id(n)], fold_b.drawn(n)
+        item_of[k] = view.ids[("op", id(shown))]
         item = view.items[item_of[k]]
+        if shown is not n:
+            continue
         if k[0] == "b":
             item.marks.add("added")
         elif k in moved:
             item.marks.add("moved")
         elif _differs(a_of[id(n)], n):
             item.marks.add("changed")
-    for n_id, k in wa.key.items():
-        if k[0] == "a":
-            n = a_by_id[n_id]
-            item_of[k] = view.add(("a-op", n_id), Item("op", [op_label(n)], split_scope(n.scope),
-                                                       f"only in A: {n.name}", {"removed"}))
+    only_a = [n for n in a.nodes if wa.key[id(n)][0] == "a"]
+    for n in sorted(only_a, key=lambda n: fold_a.drawn(n) is not n):  # drawn copies first
+        shown = fold_a.drawn(n)
+        item_of[wa.key[id(n)]] = item_of[wa.key[id(shown)]] if shown is not n else view.add(
+            ("a-op", at_a[id(n)]), Item("op", [op_label(n)], split_scope(n.scope),
+                                        f"only in A: {n.name}", {"removed"}))
     for v in (*a.inputs, *b.inputs):
         item_of[("input", v.name)] = view.add(("input", v.name), Item(
             "input", [f"input {v.name}", f"{fmt_shape(v.shape)} {v.dtype}"], (), v.name,
             {"io"} if any(u.name == v.name for u in b.inputs) else {"io", "removed"}))
-    add_cluster_titles(view, Folding.none())
+    add_cluster_titles(view, fold_b)
 
-    def drawn(edges):
-        return {(item_of[s if s[0] == "input" else s[0]], item_of[d]): s for s, d in edges}
+    def drawn(edges, wiring, graph, folding):
+        """Edges as drawn items; one copy's edge stands for every copy's, and an edge from
+        one copy into the next (layer_0 -> layer_1) is folded away as render does."""
+        node_of = {wiring.key[id(n)]: n for n in graph.nodes}
+        out = {}
+        for s, d in sorted(edges, key=str):
+            src = None if s[0] == "input" else node_of[s[0]]
+            if src is not None and folding.crosses_copies(src, node_of[d]):
+                continue
+            pair = (item_of[s if s[0] == "input" else s[0]], item_of[d])
+            if pair[0] != pair[1]:
+                out.setdefault(pair, s)
+        return out
 
-    in_a, in_b = drawn(wa.edges), drawn(wb.edges)
+    in_a, in_b = drawn(wa.edges, wa, a, fold_a), drawn(wb.edges, wb, b, fold_b)
     for e in view.edges:
         if "weight" not in e.marks and (e.src, e.dst) in in_b and (e.src, e.dst) not in in_a:
             e.marks.add("added")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+from tgraph.render.contrast import AA, contrast, ink_on, legible
 from tgraph.render.escape import Digraph, HtmlLabel, html_label, html_text
 from tgraph.render.heat import heat_fill
 from tgraph.render.hierarchy import Path
@@ -20,7 +21,12 @@ RESIDUAL = "#d95f02"
 WEIGHT = "#a08a00"
 
 INPUT_WEIGHT = 8
-SMALL = {"fontsize": "7", "height": "0.2", "width": "0.3", "margin": "0.04,0.01"}
+# Text: at least 9 pt, and at least WCAG AA (4.5:1) against the fill behind it; the
+# coloured edge lines keep their hue, their labels a darker shade of it.
+MIN_PT = 9
+SECONDARY = "#555555"
+RESIDUAL_TEXT = "#9c3d00"
+SMALL = {"fontsize": str(MIN_PT), "height": "0.2", "width": "0.3", "margin": "0.04,0.01"}
 ITEM_STYLE = {
     "op": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": INK,
            "fontsize": "10", "height": "0.3", "margin": "0.1,0.03"},
@@ -35,7 +41,7 @@ ITEM_STYLE = {
     "output": {"shape": "house", "style": "filled,bold", "fillcolor": "#fdd0a2",
                "color": "#a63603", "fontsize": "10"},
     "grad": {"shape": "house", "style": "filled", "fillcolor": "#e5d8f5", "color": BACKWARD,
-             "fontsize": "8", "height": "0.25", "margin": "0.04,0.02"},
+             "fontsize": str(MIN_PT), "height": "0.25", "margin": "0.04,0.02"},
 }
 MARK_STYLE = {  # applied after ITEM_STYLE, in this order
     "backward": {"color": BACKWARD, "fillcolor": "#f1ebf9"},
@@ -49,13 +55,14 @@ MARK_STYLE = {  # applied after ITEM_STYLE, in this order
 }
 EDGE_STYLE = {
     "weight": {"color": WEIGHT, "arrowsize": "0.4", "penwidth": "0.7"},
-    "residual": {"color": RESIDUAL, "penwidth": "2.2", "fontcolor": RESIDUAL},
+    "shape": {"style": "dotted", "penwidth": "0.8", "arrowhead": "open"},
+    "residual": {"color": RESIDUAL, "penwidth": "2.2", "fontcolor": RESIDUAL_TEXT},
     "backward": {"color": BACKWARD, "fontcolor": BACKWARD, "dir": "back"},
     "saved": {"color": BACKWARD, "style": "dashed", "constraint": "false",
               "fontcolor": BACKWARD, "arrowhead": "empty"},
-    "added": {"color": "#1a9850", "penwidth": "2.2", "fontcolor": "#1a9850"},
+    "added": {"color": "#1a9850", "penwidth": "2.2", "fontcolor": "#0e6633"},
     "removed": {"color": "#d73027", "style": "dashed", "penwidth": "1.6", "constraint": "false",
-                "fontcolor": "#d73027"},
+                "fontcolor": "#b2182b"},
 }
 CLUSTER_FILLS = ("#f4f6f8", "#e8eef5", "#f9f9f9", "#edf3ea", "#f8f4ec")
 LEGEND = {  # mark or kind -> (swatch colour, text)
@@ -76,13 +83,16 @@ LEGEND = {  # mark or kind -> (swatch colour, text)
 }
 
 
-def item_label(lines: list[str], kind: str) -> HtmlLabel:
+def item_label(lines: list[str], kind: str, fill: str) -> HtmlLabel:
+    """Title (bold for ops and blocks) and detail lines, in inks that read on ``fill``."""
     title, *rest = lines
-    small = 8 if kind in ("op", "block", "input", "output") else 7
-    body = "".join(f'<BR/><FONT POINT-SIZE="{small}" COLOR="#555555">{html_text(x)}</FONT>'
+    ink = ink_on(fill)
+    detail = SECONDARY if contrast(SECONDARY, fill) >= AA else ink
+    body = "".join(f'<BR/><FONT POINT-SIZE="{MIN_PT}" COLOR="{detail}">{html_text(x)}</FONT>'
                    for x in rest)
     bold = kind in ("op", "block", "input", "output")
-    return html_label(f"{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}{body}")
+    text = f"{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}"
+    return html_label(f'<FONT COLOR="{ink}">{text}</FONT>{body}')
 
 
 def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
@@ -91,7 +101,7 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
         "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.28",
         "tooltip": view.title},
         node_attr={"fontname": FONT}, edge_attr={
-            "fontname": FONT, "fontsize": "7", "color": "#555555", "fontcolor": "#333333",
+            "fontname": FONT, "fontsize": str(MIN_PT), "color": "#555555", "fontcolor": "#333333",
             "arrowsize": "0.6"})
     if len(view.items) > large:
         # Network simplex can take minutes on long edges in big graphs; two passes suffice.
@@ -138,9 +148,10 @@ def _emit(g, path: Path, view: View, members, children, serial, beside) -> None:
             if mark in item.marks:
                 attrs.update(style)
         if item.heat is not None and view.heat:
-            attrs["fillcolor"] = heat_fill(item.heat, view.heat)
-        g.node(node_id, item_label(item.lines, item.kind), tooltip=item.tooltip,
-               **{"class": " ".join([item.kind, *sorted(item.marks)])}, **attrs)
+            attrs["fillcolor"] = legible(heat_fill(item.heat, view.heat))
+        g.node(node_id, item_label(item.lines, item.kind, attrs["fillcolor"]),
+               tooltip=item.tooltip, **{"class": " ".join([item.kind, *sorted(item.marks)])},
+               **attrs)
     if path == ():  # inputs on top, outputs at the bottom
         for kind, rank in (("input", "source"), ("output", "sink")):
             ids = [i for i in members.get((), []) if view.items[i].kind == kind]
@@ -150,7 +161,7 @@ def _emit(g, path: Path, view: View, members, children, serial, beside) -> None:
         title, *sub = view.cluster_titles[child]
         back = child[0] == "backward"
         label = html_label(f"<B>{html_text(title)}</B>" + "".join(
-            f'<BR/><FONT POINT-SIZE="8">{html_text(s)}</FONT>' for s in sub))
+            f'<BR/><FONT POINT-SIZE="{MIN_PT}">{html_text(s)}</FONT>' for s in sub))
         with g.subgraph(name=f"cluster_{next(serial)}") as c:
             c.attr(label=label, labeljust="l", fontsize="10", style="rounded,filled",
                    fillcolor="#faf7fd" if back else CLUSTER_FILLS[(len(child) - 1) % 5],
@@ -187,5 +198,5 @@ def _legend(g, view: View) -> None:
                  f'darker = larger share of {HEAT_NAMES[view.heat]}</TD></TR>')
     rows += '<TR><TD COLSPAN="2" ALIGN="LEFT">edge labels: tensor shapes</TD></TR>'
     g.node("legend", html_label(f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">{rows}</TABLE>'),
-           shape="box", style="rounded", color="#bbbbbb", fontsize="8", tooltip="legend",
+           shape="box", style="rounded", color="#bbbbbb", fontsize=str(MIN_PT), tooltip="legend",
            **{"class": "legend"})

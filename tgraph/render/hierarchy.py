@@ -32,9 +32,18 @@ def level(path: Path) -> int:
     return len(path) - is_backward(path)
 
 
-def collapsed_at(path: Path, depth: int | None) -> Path | None:
+# Scopes of detail a reader rarely needs (the sinusoidal table's sin/cos/reshape/concat):
+# one box at every depth unless asked for by name (render(expand=...), --expand).
+DETAIL_SCOPES = frozenset({"positions"})
+
+
+def collapsed_at(path: Path, depth: int | None,
+                 closed: frozenset[str] = DETAIL_SCOPES) -> Path | None:
     """The box a node in scope ``path`` collapses into at ``depth``, or None when the
-    node is drawn as a primitive."""
+    node is drawn as a primitive. A scope named in ``closed`` is one box at any depth."""
+    for i, part in enumerate(path):
+        if part in closed and (depth is None or level(path[: i + 1]) <= depth):
+            return path[: i + 1]
     if depth is None or level(path) < depth:
         return None
     return path[: depth + is_backward(path)]

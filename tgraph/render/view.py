@@ -14,15 +14,19 @@ from tgraph.execute import default_dims, node_flops
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node, Value
 from tgraph.ops.registry import get_op
 from tgraph.render.fold import Folding, find_runs
-from tgraph.render.hierarchy import Path, ScopeTree, collapsed_at, is_backward, split_scope
+from tgraph.render.hierarchy import (
+    DETAIL_SCOPES,
+    Path,
+    ScopeTree,
+    collapsed_at,
+    is_backward,
+    split_scope,
+)
 from tgraph.render.labels import block_lines, is_scalar_const, op_label, role_label
 from tgraph.shapes import fmt_shape
 from tgraph.summary import scope_numbers
 
 GRAD_PREFIX = "grad/"
-# Ops that read only their input's shape: a path through them is no skip connection
-# (token embedding + position embedding is not a residual add).
-SHAPE_ONLY_OPS = {"positions"}
 HEAT_NAMES = {"flops": "FLOPs", "params": "parameters"}
 
 
@@ -84,7 +88,7 @@ def _reaches(v: Value, target: Node, order: dict[int, int]) -> bool:
     stack, seen = [target], set()
     while stack:
         n = stack.pop()
-        if n.op in SHAPE_ONLY_OPS:
+        if get_op(n.op).shape_only:  # token + position embedding is no residual add
             continue
         for u in n.inputs:
             if u is v:
@@ -97,7 +101,9 @@ def _reaches(v: Value, target: Node, order: dict[int, int]) -> bool:
 
 
 def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
-               heat: str | None = None) -> View:
+               heat: str | None = None, expand: tuple[str, ...] = ()) -> View:
+    """``expand``: names of detail scopes (DETAIL_SCOPES) to draw op by op."""
+    closed = DETAIL_SCOPES - set(expand)
     tree = ScopeTree.of(graph)
     folding = Folding.of(tree) if fold else Folding.none()
     view = View(graph.name, heat=heat)
@@ -111,7 +117,10 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
         if id(d) in units:
             return units[id(d)]
         path = split_scope(d.scope)
-        box = collapsed_at(path, depth)
+        box = collapsed_at(path, depth, closed)
+        if box is None and depth is not None and is_backward(path) and not tree.children.get(path):
+            box = path  # the backward of a block of primitives (ln_f's) is one box, as its
+            # siblings' (the layers' ln_1) are at this depth
         if box is None:
             u = view.add(("op", id(d)), Item("op", [op_label(d)], path, _tip(d)))
             if d.outputs and any((id(d), k) in residual for k in range(2)):
@@ -150,9 +159,11 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
             if src == dst or key in seen_edges:
                 continue
             seen_edges.add(key)
-            view.edges.append(Edge(src, dst, fmt_shape(v.shape),
-                                   _edge_marks(view, src, dst, (id(n), k) in residual),
-                                   _operand_port(n, k)))
+            marks = _edge_marks(view, src, dst, (id(n), k) in residual)
+            if get_op(n.op).shape_only:
+                marks.add("shape")
+            view.edges.append(Edge(src, dst, ("shape of " if "shape" in marks else "")
+                                   + fmt_shape(v.shape), marks, _operand_port(n, k)))
     grads_in: dict[str, int] = {}  # block id -> gradient outputs it produces
     copies: dict[str, list[str]] = {}  # gradient output id -> the outputs it stands for
     for name, v in graph.outputs.items():
@@ -168,7 +179,9 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
         out = view.add(key, Item(
             "grad" if grad else "output",
             [f"∂L/∂{short}" if grad else f"output {name}",
-             *([] if grad else [f"{fmt_shape(v.shape)} {v.dtype}"])], (), name,
+             *([] if grad else [f"{fmt_shape(v.shape)} {v.dtype}"])],
+            # a gradient sits beside the op that makes it, in that op's box
+            view.items[unit(v.node)].cluster if grad and v.node is not None else (), name,
             {"backward"} if grad else {"io"}))
         copies.setdefault(out, []).append(name)
         if v.node is not None and len(copies[out]) == 1:
