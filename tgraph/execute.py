@@ -77,33 +77,7 @@ class Executable:
 
     # ----- binding -----------------------------------------------------------
     def bind_dims(self, arrays: Mapping[str, Any], dims: Mapping[str, int] | None = None):
-        """Symbol -> int from the feeds' shapes; rejects a feed that disagrees."""
-        env = dict(dims or {})
-        for v in self.graph.inputs:
-            shape = arrays[v.name].shape
-            if len(shape) != v.type.rank:
-                raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}, but the graph "
-                                f"expects rank {v.type.rank}: {fmt_shape(v.shape)}")
-            for d, n in zip(v.shape, shape):
-                if isinstance(d, str) and d.isidentifier():
-                    if env.setdefault(d, n) != n:
-                        raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}: dim {d} "
-                                        f"is {n} here but {env[d]} elsewhere")
-        limits = self.graph.meta.get("dim_limits", {})
-        for d, n in env.items():
-            if d in limits and n > limits[d]:
-                raise FeedError(f"dim {d}={n} is more than this model's max_len={limits[d]} "
-                                f"(its position table has {limits[d]} rows)")
-        for v in self.graph.inputs:
-            try:
-                want = eval_shape(v.shape, env)
-            except KeyError as e:
-                raise FeedError(f"symbol {e.args[0]} of {v.name!r} is not bound") from None
-            if want != tuple(arrays[v.name].shape):
-                raise FeedError(f"feed {v.name!r} has shape {fmt_shape(arrays[v.name].shape)}, "
-                                f"expected {fmt_shape(want)} (from {fmt_shape(v.shape)} with "
-                                f"{_fmt_env(env)})")
-        return env
+        return bind_dims(self.graph, arrays, dims)
 
     def _kernels_for(self, env: dict) -> list[Callable]:
         key = tuple(sorted(env.items()))
@@ -137,17 +111,12 @@ class Executable:
         """Like run, but outputs stay on the backend's device."""
         feeds, params = dict(feeds or {}), dict(params or {})
         g, be = self.graph, self.backend
-        unknown = sorted(set(feeds) - {v.name for v in g.inputs})
-        if unknown:  # a typo would otherwise be ignored while the real input goes missing
-            raise FeedError(f"graph {g.name!r} has no input {unknown[0]!r}; its inputs: "
-                            f"{', '.join(v.name for v in g.inputs) or 'none'}")
+        check_feeds(g, feeds)
         for v in g.inputs:
-            if v.name not in feeds:
-                raise FeedError(f"missing feed for graph input {v.name!r} ({v.type})")
-            feeds[v.name] = _conform(feeds[v.name], v, "feed")
+            feeds[v.name] = conform(feeds[v.name], v, "feed")
         check_weights(g, params)
         for v in g.params:
-            params[v.name] = _conform(params[v.name], v, "parameter")
+            params[v.name] = conform(params[v.name], v, "parameter")
         env = self.bind_dims(feeds, dims)
         check_int_ranges(g, feeds)
         buf: list[Any] = [None] * self.n_slots
@@ -190,7 +159,48 @@ class Executable:
         return graph_flops(self.graph, env)
 
 
-def _conform(a, v, what: str):
+def bind_dims(graph: Graph, arrays: Mapping[str, Any], dims: Mapping[str, int] | None = None):
+    """Symbol -> int from the feeds' shapes; rejects a feed that disagrees."""
+    env = dict(dims or {})
+    for v in graph.inputs:
+        shape = arrays[v.name].shape
+        if len(shape) != v.type.rank:
+            raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}, but the graph "
+                            f"expects rank {v.type.rank}: {fmt_shape(v.shape)}")
+        for d, n in zip(v.shape, shape):
+            if isinstance(d, str) and d.isidentifier():
+                if env.setdefault(d, n) != n:
+                    raise FeedError(f"feed {v.name!r} has shape {fmt_shape(shape)}: dim {d} "
+                                    f"is {n} here but {env[d]} elsewhere")
+    limits = graph.meta.get("dim_limits", {})
+    for d, n in env.items():
+        if d in limits and n > limits[d]:
+            raise FeedError(f"dim {d}={n} is more than this model's max_len={limits[d]} "
+                            f"(its position table has {limits[d]} rows)")
+    for v in graph.inputs:
+        try:
+            want = eval_shape(v.shape, env)
+        except KeyError as e:
+            raise FeedError(f"symbol {e.args[0]} of {v.name!r} is not bound") from None
+        if want != tuple(arrays[v.name].shape):
+            raise FeedError(f"feed {v.name!r} has shape {fmt_shape(arrays[v.name].shape)}, "
+                            f"expected {fmt_shape(want)} (from {fmt_shape(v.shape)} with "
+                            f"{_fmt_env(env)})")
+    return env
+
+
+def check_feeds(graph: Graph, feeds: Mapping[str, Any]) -> None:
+    """One feed for each input of the graph, and none it does not have."""
+    unknown = sorted(set(feeds) - {v.name for v in graph.inputs})
+    if unknown:  # a typo would otherwise be ignored while the real input goes missing
+        raise FeedError(f"graph {graph.name!r} has no input {unknown[0]!r}; its inputs: "
+                        f"{', '.join(v.name for v in graph.inputs) or 'none'}")
+    for v in graph.inputs:
+        if v.name not in feeds:
+            raise FeedError(f"missing feed for graph input {v.name!r} ({v.type})")
+
+
+def conform(a, v, what: str):
     """Accept an array whose dtype kind matches (float/int/bool); cast within the kind."""
     if not hasattr(a, "dtype"):
         a = np.asarray(a)

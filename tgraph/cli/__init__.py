@@ -7,6 +7,7 @@ import click
 from tgraph.cli.common import Group
 from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
+from tgraph.cli.interop_cmd import export_cmd, import_cmd
 from tgraph.cli.models_cmd import build_cmd, models_cmd
 from tgraph.cli.render_cmd import diff_cmd, render_cmd
 from tgraph.cli.replace_cmd import replace_op_cmd
@@ -20,5 +21,6 @@ def main():
 
 
 for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd, render_cmd,
-                diff_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd):
+                diff_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd, export_cmd,
+                import_cmd):
     main.add_command(command)

@@ -16,6 +16,7 @@ import numpy as np
 
 from tgraph.errors import TGraphError
 from tgraph.progress import _VERBOSITY, NORMAL, QUIET, VERBOSE, verbosity
+from tgraph.runtime import BACKENDS
 from tgraph.sanitize import clip
 
 MESSAGE_LIMIT = 300  # characters of one error line
@@ -156,8 +157,10 @@ output_option = click.option("-o", "--output", type=click.Path(dir_okay=False),
                              help="Output file.")
 weights_option = click.option("--weights", type=click.Path(dir_okay=False),
                               help="Weights .npz (parameter name -> array).")
-backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy", "auto"]),
-                              default="numpy", show_default=True, help="Where kernels run.")
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default="numpy", show_default=True,
+    help="Where the graph runs: tgraph's executor on NumPy or CuPy (auto: the GPU when one "
+         "works), or the whole graph in one ONNX Runtime session (onnxruntime, or ort).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 

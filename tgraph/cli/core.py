@@ -123,10 +123,10 @@ def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
     Example: tgraph run graph.json --weights w.npz --feed x=x.npy -o out.npz
     """
     from tgraph.errors import TGraphError
-    from tgraph.execute import Executable
     from tgraph.feeds import random_feeds
     from tgraph.io import load_weights, save_weights
     from tgraph.params import init_params
+    from tgraph.runtime import executable
 
     dims = parse_dims(dims, graph)
     given = load_feeds(feeds)
@@ -138,7 +138,7 @@ def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
         params = init_params(graph, seed)
     else:
         raise TGraphError("the graph has parameters: give --weights W.npz (or --random)")
-    ex = Executable(graph, backend)
+    ex = executable(graph, backend)
     out = ex.run(given, params, dims)
     if output:
         save_weights(out, output)

@@ -126,9 +126,9 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
         click.echo(f"{final:.4f} nats/token against the unigram entropy of the data, "
                    f"{job.unigram_entropy():.4f}")
     elif "logits" in forward.outputs:
-        from tgraph.execute import Executable
+        from tgraph.runtime import executable
 
-        acc = job.accuracy(Executable(forward, backend), trainer.host_params(),
+        acc = job.accuracy(executable(forward, backend), trainer.host_params(),
                            np.random.default_rng(seed + 1))
         click.echo(f"exact-sequence accuracy on held-out sequences {acc:.1%}")
 
@@ -184,8 +184,8 @@ def generate_cmd(graph, weights, prompt, length, temperature, top_k, seed, backe
     """
     import numpy as np
 
-    from tgraph.execute import Executable
     from tgraph.io import load_weights
+    from tgraph.runtime import executable
     from tgraph.train.sample import generate
     from tgraph.train.tasks import codec_from_meta
 
@@ -196,7 +196,7 @@ def generate_cmd(graph, weights, prompt, length, temperature, top_k, seed, backe
     if not weights:
         raise TGraphError("give the trained weights with --weights W.npz")
     start = codec.encode(prompt) or [0]  # no prompt: start from the first id
-    ids = generate(Executable(graph, backend), load_weights(weights, graph), start, length,
+    ids = generate(executable(graph, backend), load_weights(weights, graph), start, length,
                    graph.meta["text"]["context"], temperature, top_k,
                    np.random.default_rng(seed), codec.size)
     click.echo(codec.decode(ids if prompt else ids[1:]))

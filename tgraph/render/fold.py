@@ -29,9 +29,14 @@ class Run:
         return len(self.members)
 
     def title(self) -> str:
-        """``layer ×12`` from ``layer_0 … layer_11``."""
-        first = self.members[0][-1]
-        base = first.rstrip("0123456789").rstrip("_.-") or first
+        """``layer ×12`` from ``layer_0 … layer_11``, or from ``layers/0 … layers/11`` (the
+        scopes of an imported PyTorch ModuleList)."""
+        path = self.members[0]
+        first = path[-1]
+        base = first.rstrip("0123456789").rstrip("_.-")
+        if not base and len(path) > 1:
+            base = path[-2][:-1] if path[-2].endswith("s") else path[-2]
+        base = base or first
         return f"{base} ×{self.count}"
 
     def span(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tgraph.autodiff import grad
-from tgraph.execute import Executable
+from tgraph.runtime import executable
 from tgraph.io import save_weights
 from tgraph.ir import Graph
 from tgraph.train.optim import clip_grad_norm
@@ -22,7 +22,7 @@ class Trainer:
                  clip: float = 1.0, loss: str = "loss"):
         self.graph = grad(graph, loss)
         self.loss = loss
-        self.executable = Executable(self.graph, backend)
+        self.executable = executable(self.graph, backend)
         be = self.executable.backend
         self.params = {k: be.asarray(np.array(a, copy=True)) for k, a in params.items()}
         self.wrt: dict[str, str] = self.graph.meta["grad"]["wrt"]
