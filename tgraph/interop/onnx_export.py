@@ -209,8 +209,13 @@ def to_onnx_model(graph: Graph, params: Mapping[str, np.ndarray] | None = None,
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tgraph", ir_version=_ir_version(opset))
     model.doc_string = f"tgraph graph {graph.name!r}"
+    props = {}
     if graph.meta:  # dim hints, vocabulary: what tgraph info and feeds read after an import
-        helper.set_model_props(model, {"tgraph.meta": json.dumps(graph.meta, default=str)})
+        props["tgraph.meta"] = json.dumps(graph.meta, default=str)
+    if graph.consts:  # an import keeps these constant (other float initializers: weights)
+        props["tgraph.consts"] = json.dumps([c.name for c in graph.consts])
+    if props:
+        helper.set_model_props(model, props)
     return model
 
 

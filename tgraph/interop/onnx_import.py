@@ -165,6 +165,7 @@ class Importer:
         self.g = Graph(_safe_graph_name(name))
         self.env: dict[str, object] = {}  # ONNX name -> Value or np.ndarray
         self.initializers: dict[str, np.ndarray] = {}
+        self.const_names: set[str] = set()  # float initializers a tgraph export marked const
         self.params: dict[str, Value] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.dim_source: dict[str, tuple[Value, int]] = {}
@@ -178,7 +179,11 @@ class Importer:
         if name in self.env:
             return self.env[name]
         if name in self.initializers:
-            return self.initializers[name]
+            arr = self.initializers[name]
+            if arr.dtype.kind == "f" and arr.size > 1 and name not in self.const_names:
+                # a weight: trainable, never folded
+                return self._param(name, arr)
+            return arr
         raise ImportError_(f"{self.where()}: input {name!r} is not defined before use")
 
     def value(self, x, dtype: str | None = None, onnx_name: str | None = None) -> Value:
@@ -194,7 +199,8 @@ class Importer:
         arr = np.asarray(x)
         if dtype:
             arr = arr.astype(dtype)
-        if onnx_name and onnx_name in self.initializers and arr.dtype.kind == "f" and arr.size > 1:
+        if (onnx_name and onnx_name in self.initializers and onnx_name not in self.const_names
+                and arr.dtype.kind == "f" and arr.size > 1):
             return self._param(onnx_name, arr)
         return self.g.const(arr, name="const", dtype=str(arr.dtype))
 
@@ -314,7 +320,8 @@ def attr(node, name, default=None):
 
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)
+            v = helper.get_attribute_value(a)
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
     return default
 
 
@@ -346,6 +353,12 @@ def from_model(model, name: str = "onnx",
             f"{first.domain or 'ai.onnx'}) is not supported; unsupported here: "
             f"{', '.join(unsupported)}; supported: {', '.join(sorted(IMPORTERS))}")
     imp.opset = opsets.get("", opsets.get("ai.onnx", 17))
+    consts = {p.key: p.value for p in model.metadata_props}.get("tgraph.consts")
+    if consts:
+        try:
+            imp.const_names = {c for c in json.loads(consts) if isinstance(c, str)}
+        except (ValueError, TypeError):
+            pass
     for t in graph.initializer:
         try:
             imp.initializers[t.name] = numpy_helper.to_array(t)
@@ -391,7 +404,7 @@ def from_model(model, name: str = "onnx",
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for name, v in zip(node.output, outs):
             if name:
-                imp.env[name] = v if isinstance(v, Value) else as_const(v)
+                imp.env[name] = v if isinstance(v, (Value, NeverNaN)) else as_const(v)
     imp.node = None
     for vo in graph.output:
         v = imp.get(vo.name)
@@ -407,7 +420,41 @@ def from_model(model, name: str = "onnx",
         if isinstance(meta, dict):
             imp.g.meta.update(meta)
     imp.g.meta["source"] = {"format": "onnx", "producer": model.producer_name[:100]}
+    hoist_shared(imp.g)
     return imp.g.validate(), imp.weights
+
+
+def _within(scope: str, root: str) -> bool:
+    return not root or scope == root or scope.startswith(root + "/")
+
+
+def _common(scopes) -> str:
+    parts = [s.split("/") if s else [] for s in scopes]
+    out = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        out.append(level[0])
+    return "/".join(out)
+
+
+def hoist_shared(g: Graph) -> None:
+    """A node that reads only values from outside its scope and whose result several
+    sibling scopes use (the encoder memory transposed once for every decoder layer's
+    cross-attention) moves up to the innermost scope holding every use, as autodiff
+    places its sums: otherwise the first layer differs from the others and they do not
+    fold."""
+    users = g.users()
+    for n in reversed(g.nodes):
+        uses = [u.scope for v in n.outputs for u in users.get(v, [])]
+        if not uses:
+            continue
+        home = _common([*uses, n.scope])
+        if home == n.scope or not all(not _within(v.scope, n.scope) or v.node is None
+                                      for v in n.inputs if v.node is not None):
+            continue
+        if any(_within(u, n.scope) for u in uses) and len(set(uses)) > 1:
+            n.scope = home
 
 
 def _tagged(node) -> bool:
@@ -629,9 +676,26 @@ def _and_or(imp, node, ins):
     return tb.where(a, imp.value(np.asarray(True)), b)
 
 
+class NeverNaN:
+    """IsNaN of a softmax: tgraph's softmax gives zeros, never NaN, on a fully masked row,
+    so ``Where(IsNaN(p), 0, p)`` (how a tgraph export guards ONNX's Softmax) is just p."""
+
+
+@onnx_op("IsNaN")
+def _isnan(imp, node, ins):
+    (x,) = ins
+    if all_const(ins):
+        return np.isnan(x)
+    if x.node is not None and x.node.op == "softmax":
+        return NeverNaN()
+    return tb.compare(x, x, "!=")
+
+
 @onnx_op("Where")
 def _where(imp, node, ins):
     c, a, b = ins
+    if isinstance(c, NeverNaN):
+        return b
     if all_const(ins):
         return _tidy(np.where(np.asarray(c, bool), np.asarray(a, dtype=object),
                               np.asarray(b, dtype=object)), a, b)
@@ -701,6 +765,19 @@ def _softmax(imp, node, ins):
         raise ImportError_(f"{imp.where()}: opset {imp.opset} Softmax over trailing axes "
                            f"from {axis} is not supported")
     return tb.softmax(imp.value(x), axis)
+
+
+@onnx_op("SoftmaxCrossEntropyLoss")
+def _softmax_cross_entropy(imp, node, ins):
+    scores, labels, *weights = ins
+    if weights and weights[0] is not None or attr(node, "ignore_index") is not None:
+        raise ImportError_(f"{imp.where()}: class weights and ignore_index are not supported")
+    if attr(node, "reduction", "mean") != "mean" or len([o for o in node.output if o]) > 1:
+        raise ImportError_(f"{imp.where()}: only reduction='mean' with one output is supported")
+    x = imp.value(scores)
+    if x.type.rank != 2:  # [N, C, d...]: classes move last, as tgraph's op has them
+        x = tb.transpose(x, [0, *range(2, x.type.rank), 1])
+    return tb.cross_entropy(x, imp.value(labels))
 
 
 @onnx_op("LayerNormalization")
