@@ -193,10 +193,11 @@ def test_generic_path_without_tgraph_metadata_gives_the_same_numbers(tmp_path):
     assert close(c["grad/decoder/layer_1/ffn/w_1"], a["grad/decoder/layer_1/ffn/w_1"])
 
 
-def test_cli_import_render_and_the_unsupported_op_error(gpt_onnx, tmp_path):
+def test_cli_import_render_and_the_unsupported_op_error(gpt_onnx, tmp_path, monkeypatch):
     _, path = gpt_onnx
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
+    monkeypatch.chdir(tmp_path)
+    if True:
         r = runner.invoke(main, ["import", str(path), "-o", "g.json", "--weights", "w.npz"])
         assert r.exit_code == 0, r.output
         r = runner.invoke(main, ["render", "g.json", "-o", "g.dot"])
