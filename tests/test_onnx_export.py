@@ -170,6 +170,10 @@ def test_big_models_put_their_tensors_beside_the_file(tmp_path, monkeypatch):
     sess = ort.InferenceSession(str(tmp_path / "gpt.onnx"), providers=["CPUExecutionProvider"])
     feeds = random_feeds(g, {"B": 1, "T": 4})
     assert close(sess.run(None, feeds)[0], tg.run(g, feeds, params)["logits"])
+    from tgraph.interop import import_onnx
+
+    _, weights = import_onnx(tmp_path / "gpt.onnx")  # reads the tensors from beside it
+    assert all(np.array_equal(weights[k], params[k]) for k in params)
 
 
 def test_plugin_ops_export_through_to_onnx_or_fail_naming_the_op():

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import tgraph as tg
-from tests.onnx_torch_models import D, VOCAB, Encoder, EncoderDecoder, GPT, export
+from tests.onnx_torch_models import GPT, VOCAB, D, Encoder, EncoderDecoder, export
 from tgraph import builder as tb
 from tgraph.autodiff import grad
 from tgraph.cli import main
@@ -243,3 +243,19 @@ def test_reading_is_bounded_and_external_data_stays_beside_the_model(tmp_path):
         onnx.save(bad, sub / "evil.onnx")
         with pytest.raises(TGraphError, match=re.escape(repr(location)) + ".*beside the model"):
             import_onnx(sub / "evil.onnx")
+
+
+def test_scopes_from_node_names_and_from_torch_export_metadata():
+    from onnx import helper
+
+    from tgraph.interop.onnx_import import scope_of
+
+    assert scope_of(helper.make_node("MatMul", ["a", "b"], ["c"],
+                                     name="/layers.0/self_attn/MatMul_1")) == "layers/0/self_attn"
+    assert scope_of(helper.make_node("Add", ["a", "b"], ["c"], name="Add_3")) == ""
+    n = helper.make_node("MatMul", ["a", "b"], ["c"], name="node_MatMul_4")
+    helper.set_metadata_props(n, {"pkg.torch.onnx.name_scopes":
+                                  "['', 'layers.0', 'layers.0.self_attn', 'linear']"})
+    assert scope_of(n) == "layers/0/self_attn"
+    hostile = helper.make_node("Relu", ["a"], ["b"], name='/x"]; URL=evil/..//Relu')
+    assert scope_of(hostile) == "x____URL_evil"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tgraph.cli.common import graph_source, plugin_option, status, weights_option
+from tgraph.cli.common import (
+    dim_option,
+    graph_source,
+    parse_dims,
+    plugin_option,
+    status,
+    weights_option,
+)
 
 
 @click.command("export")
@@ -49,17 +56,21 @@ def export_cmd(graph, weights, seed, opset, output):
               help="The tgraph graph file (.json).")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Write the model's float initializers (the parameters) to this .npz.")
+@dim_option
 @plugin_option
-def import_cmd(model, output, weights):
+def import_cmd(model, output, weights, dims):
     """Read an ONNX model (a torch.onnx.export, say) into a tgraph graph on tgraph's
     primitives: render it, run it, differentiate it, train it.
+
+    --dim T=16 fixes a dynamic input axis (by its dim_param) where the exporter baked a
+    size into the shape arithmetic.
 
     Example: tgraph import encoder.onnx -o encoder.json --weights encoder.npz
     """
     from tgraph.interop import import_onnx
     from tgraph.io import save_graph, save_weights
 
-    graph, params = import_onnx(model)
+    graph, params = import_onnx(model, parse_dims(dims))
     if params and not weights:
         status(f"note: the model's {len(params)} parameters are not written; "
                "pass --weights W.npz to keep them")

@@ -27,7 +27,7 @@ from tgraph.ir import Graph, Value
 from tgraph.shapes import FLOAT_DTYPES, broadcast, dim_div, dim_mul, norm_dim
 
 
-class ImportError_(TGraphError):
+class OnnxImportError(TGraphError):
     """An ONNX model tgraph cannot express (an unsupported op, a dynamic shape it cannot
     follow)."""
 
@@ -154,7 +154,7 @@ def dtype_of(onnx_type: int, where: str) -> str:
         from onnx import helper
 
         name = helper.tensor_dtype_to_string(onnx_type) if onnx_type else "undefined"
-        raise ImportError_(f"{where}: element type {name} is not supported "
+        raise OnnxImportError(f"{where}: element type {name} is not supported "
                            f"(tgraph has {', '.join(_DTYPES.values())})")
     return _DTYPES[onnx_type]
 
@@ -184,7 +184,7 @@ class Importer:
                 # a weight: trainable, never folded
                 return self._param(name, arr)
             return arr
-        raise ImportError_(f"{self.where()}: input {name!r} is not defined before use")
+        raise OnnxImportError(f"{self.where()}: input {name!r} is not defined before use")
 
     def value(self, x, dtype: str | None = None, onnx_name: str | None = None) -> Value:
         """x as a graph Value; a constant becomes a parameter (a float initializer with more
@@ -194,7 +194,7 @@ class Importer:
                 return tb.cast(x, dtype)
             return x
         if is_symbolic(x):
-            raise ImportError_(f"{self.where()}: a shape with symbolic dims "
+            raise OnnxImportError(f"{self.where()}: a shape with symbolic dims "
                                f"{to_dims(x)} is used as data; tgraph needs it known")
         arr = np.asarray(x)
         if dtype:
@@ -229,14 +229,14 @@ class Importer:
 
     def const(self, x) -> np.ndarray:
         if isinstance(x, Value):
-            raise ImportError_(f"{self.where()}: input must be known before running (a "
+            raise OnnxImportError(f"{self.where()}: input must be known before running (a "
                                f"constant), but it is computed: {x.type}")
         return x
 
     def ints(self, x) -> list[int]:
         a = self.const(x)
         if is_symbolic(a):
-            raise ImportError_(f"{self.where()}: needs int values, got symbolic {to_dims(a)}")
+            raise OnnxImportError(f"{self.where()}: needs int values, got symbolic {to_dims(a)}")
         return [int(v) for v in np.asarray(a).reshape(-1)]
 
     def where(self) -> str:
@@ -251,7 +251,7 @@ class Importer:
         """0..d−1 for a symbolic dim d read from a graph input's shape."""
         d = d.d if isinstance(d, Sym) else d
         if d not in self.dim_source:
-            raise ImportError_(f"{self.where()}: cannot compute a range up to {d}: it is not "
+            raise OnnxImportError(f"{self.where()}: cannot compute a range up to {d}: it is not "
                                "an axis of a graph input")
         v, axis = self.dim_source[d]
         return tb.apply("positions", v, axis=axis, dtype=dtype)
@@ -341,14 +341,15 @@ def from_model(model, name: str = "onnx",
                dims: dict[str, int] | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
     from onnx import numpy_helper
 
-    imp = Importer(model, model.graph.name or name)
+    # exporters name every graph alike ("main_graph"): the file's name says more
+    imp = Importer(model, model.graph.name if model.producer_name == "tgraph" else name)
     graph = model.graph
     opsets = {o.domain: o.version for o in model.opset_import}
     unsupported = sorted({n.op_type for n in graph.node if not _tagged(n) and (
         n.op_type not in IMPORTERS or n.domain not in ("", "ai.onnx"))})
     if unsupported:
         first = next(n for n in graph.node if n.op_type in unsupported)
-        raise ImportError_(
+        raise OnnxImportError(
             f"ONNX op {first.op_type!r} (node {first.name or '<unnamed>'!r}, domain "
             f"{first.domain or 'ai.onnx'}) is not supported; unsupported here: "
             f"{', '.join(unsupported)}; supported: {', '.join(sorted(IMPORTERS))}")
@@ -395,12 +396,12 @@ def from_model(model, name: str = "onnx",
             try:
                 outs = IMPORTERS[node.op_type](imp, node, ins)
             except Unfoldable as e:
-                raise ImportError_(f"{imp.where()}: shape arithmetic {e} is not a product of "
+                raise OnnxImportError(f"{imp.where()}: shape arithmetic {e} is not a product of "
                                    "dims; tgraph's symbolic dims cannot follow it") from None
             except TGraphError as e:
                 if "ONNX node" in str(e):
                     raise
-                raise ImportError_(f"{imp.where()}: {e}") from None
+                raise OnnxImportError(f"{imp.where()}: {e}") from None
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for name, v in zip(node.output, outs):
             if name:
@@ -474,13 +475,13 @@ def _tgraph_node(imp: Importer, meta: dict) -> None:
                 and all(isinstance(x, str) for x in [*ins, *outs])):
             raise ValueError("bad types")
     except (KeyError, ValueError, TypeError) as e:
-        raise ImportError_(f"{imp.where()}: unreadable tgraph metadata ({e})") from None
+        raise OnnxImportError(f"{imp.where()}: unreadable tgraph metadata ({e})") from None
     values = [imp.value(imp.get(i), onnx_name=i) for i in ins]
     with imp.g.scope(_clean_scope(scope.split("/"))):
         out = imp.g.apply(op, values, attrs, name=meta["tgraph.node"].rpartition("/")[2][:80])
     out = out if isinstance(out, tuple) else (out,)
     if len(out) != len(outs):
-        raise ImportError_(f"{imp.where()}: tgraph op {op!r} gave {len(out)} outputs, the "
+        raise OnnxImportError(f"{imp.where()}: tgraph op {op!r} gave {len(out)} outputs, the "
                            f"file lists {len(outs)}")
     imp.env.update(zip(outs, out))
 
@@ -618,7 +619,7 @@ def _constant(imp, node, ins):
     if a.name in ("value_floats", "value_ints"):
         return np.asarray(list(a.floats) if a.name == "value_floats" else list(a.ints),
                           np.float32 if a.name == "value_floats" else np.int64)
-    raise ImportError_(f"{imp.where()}: Constant with {a.name} is not supported")
+    raise OnnxImportError(f"{imp.where()}: Constant with {a.name} is not supported")
 
 
 @onnx_op("Cast")
@@ -731,7 +732,7 @@ def _matmul(imp, node, ins):
     dt = a.dtype if isinstance(a, Value) else b.dtype
     va, vb = imp.value(a, dt, node.input[0]), imp.value(b, dt, node.input[1])
     if va.type.rank == 1 or vb.type.rank == 1:
-        raise ImportError_(f"{imp.where()}: MatMul of a vector is not supported "
+        raise OnnxImportError(f"{imp.where()}: MatMul of a vector is not supported "
                            f"({va.type} @ {vb.type})")
     return va @ vb
 
@@ -762,7 +763,7 @@ def _softmax(imp, node, ins):
     (x,) = ins
     axis = attr(node, "axis", -1 if imp.opset >= 13 else 1)
     if imp.opset < 13 and axis % x.type.rank != x.type.rank - 1:
-        raise ImportError_(f"{imp.where()}: opset {imp.opset} Softmax over trailing axes "
+        raise OnnxImportError(f"{imp.where()}: opset {imp.opset} Softmax over trailing axes "
                            f"from {axis} is not supported")
     return tb.softmax(imp.value(x), axis)
 
@@ -771,9 +772,9 @@ def _softmax(imp, node, ins):
 def _softmax_cross_entropy(imp, node, ins):
     scores, labels, *weights = ins
     if weights and weights[0] is not None or attr(node, "ignore_index") is not None:
-        raise ImportError_(f"{imp.where()}: class weights and ignore_index are not supported")
+        raise OnnxImportError(f"{imp.where()}: class weights and ignore_index are not supported")
     if attr(node, "reduction", "mean") != "mean" or len([o for o in node.output if o]) > 1:
-        raise ImportError_(f"{imp.where()}: only reduction='mean' with one output is supported")
+        raise OnnxImportError(f"{imp.where()}: only reduction='mean' with one output is supported")
     x = imp.value(scores)
     if x.type.rank != 2:  # [N, C, d...]: classes move last, as tgraph's op has them
         x = tb.transpose(x, [0, *range(2, x.type.rank), 1])
@@ -784,11 +785,11 @@ def _softmax_cross_entropy(imp, node, ins):
 def _layernorm(imp, node, ins):
     x, scale, *bias = ins
     if len([o for o in node.output if o]) > 1:
-        raise ImportError_(f"{imp.where()}: LayerNormalization's Mean/InvStdDev outputs are "
+        raise OnnxImportError(f"{imp.where()}: LayerNormalization's Mean/InvStdDev outputs are "
                            "not supported")
     x = imp.value(x)
     if attr(node, "axis", -1) % x.type.rank != x.type.rank - 1:
-        raise ImportError_(f"{imp.where()}: LayerNormalization over axis "
+        raise OnnxImportError(f"{imp.where()}: LayerNormalization over axis "
                            f"{attr(node, 'axis')} (not the last) is not supported")
     gamma = imp.value(scale, x.dtype, node.input[1])
     beta = (imp.value(bias[0], x.dtype, node.input[2]) if bias and bias[0] is not None
@@ -820,7 +821,7 @@ def _reduce(imp, node, ins):
     if all_const([x]):
         return np.asarray(fn(x, axis=None if axes is None else tuple(axes), keepdims=keep))
     if op is None:
-        raise ImportError_(f"{imp.where()}: {node.op_type} of computed values is not supported")
+        raise OnnxImportError(f"{imp.where()}: {node.op_type} of computed values is not supported")
     return imp.g.apply(op, [x], {"axes": axes, "keepdims": keep})
 
 
@@ -929,7 +930,7 @@ def _split(imp, node, ins):
     n = len(node.output)
     if sizes is None:
         if not isinstance(d, int):
-            raise ImportError_(f"{imp.where()}: Split of symbolic dim {d} needs sizes")
+            raise OnnxImportError(f"{imp.where()}: Split of symbolic dim {d} needs sizes")
         step = -(-d // n)
         sizes = [min(step, d - i * step) for i in range(n)]
     if all_const([x]):
@@ -946,7 +947,7 @@ def _slice(imp, node, ins):
     axes = imp.ints(rest[0]) if rest and rest[0] is not None else list(range(len(starts)))
     steps = imp.ints(rest[1]) if len(rest) > 1 and rest[1] is not None else [1] * len(starts)
     if any(s != 1 for s in steps):
-        raise ImportError_(f"{imp.where()}: Slice with steps {steps} is not supported")
+        raise OnnxImportError(f"{imp.where()}: Slice with steps {steps} is not supported")
     shape = list(x.shape if isinstance(x, Value) else np.shape(x))
     out = x
     for start, stop, axis in zip(starts, ends, axes):
@@ -954,7 +955,7 @@ def _slice(imp, node, ins):
         d = shape[axis]
         if isinstance(stop, str):  # a symbolic end: the whole axis when it is that dim
             if stop != d or start != 0:
-                raise ImportError_(f"{imp.where()}: Slice [{start}:{stop}] of dim {d} cannot "
+                raise OnnxImportError(f"{imp.where()}: Slice [{start}:{stop}] of dim {d} cannot "
                                    "be followed symbolically")
             continue
         if isinstance(d, int):
@@ -984,7 +985,7 @@ def _gather(imp, node, ins):
     if isinstance(idx, Value):
         table = imp.value(data, onnx_name=node.input[0])
         if axis % table.type.rank != 0:
-            raise ImportError_(f"{imp.where()}: Gather of computed indices on axis {axis} "
+            raise OnnxImportError(f"{imp.where()}: Gather of computed indices on axis {axis} "
                                "is not supported")
         return tb.gather(table, idx)
     # constant indices into a computed tensor: slices
@@ -1007,7 +1008,7 @@ def _expand(imp, node, ins):
     in_shape = x.shape if isinstance(x, Value) else np.shape(x)
     out = broadcast(tuple(in_shape), tuple(target))
     if out is None:
-        raise ImportError_(f"{imp.where()}: cannot expand {list(in_shape)} to {target}")
+        raise OnnxImportError(f"{imp.where()}: cannot expand {list(in_shape)} to {target}")
     if all_const([x]) and not any(isinstance(d, str) for d in out):
         return np.broadcast_to(x, out).copy()
     v = imp.value(x, onnx_name=node.input[0])
@@ -1023,10 +1024,8 @@ def _constant_of_shape(imp, node, ins):
     fill = numpy_helper.to_array(t).reshape(()) if t is not None else np.asarray(0, np.float32)
     target = to_dims(imp.const(shape))
     if all(isinstance(d, int) for d in target):
-        from tgraph.interop.onnx_read import tensor_bytes  # noqa: F401
-
         if np.prod(target, dtype=np.int64) * fill.dtype.itemsize > Limits().tensor_bytes:
-            raise ImportError_(f"{imp.where()}: a constant of shape {target} is too large")
+            raise OnnxImportError(f"{imp.where()}: a constant of shape {target} is too large")
         return np.full(target, fill, dtype=fill.dtype)
     return tb.broadcast_to(imp.value(fill), target)
 
@@ -1054,7 +1053,7 @@ def _trilu(imp, node, ins):
     t, s = x.shape[-2:]
     if (upper, k) not in ((0, 0), (1, 1)) or (t != s and not (isinstance(t, int)
                                                               and isinstance(s, int))):
-        raise ImportError_(f"{imp.where()}: Trilu upper={upper} k={k} on {x.type} is not "
+        raise OnnxImportError(f"{imp.where()}: Trilu upper={upper} k={k} on {x.type} is not "
                            "supported (lower k=0 and upper k=1 are)")
     data = x if x.dtype in FLOAT_DTYPES else tb.cast(x, "float32")  # bool masks, say
     lower = tb.mask(data, causal=True, fill="0")  # keeps j ≤ i: tril(x, 0)
