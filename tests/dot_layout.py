@@ -57,3 +57,16 @@ def of_kind(d, kind):
 def center(node) -> tuple[float, float]:
     x, y = map(float, node["pos"].split(","))
     return x, y
+
+
+def empty_ranks(d) -> dict[str, int]:
+    """For each cluster (by tooltip): how many ranks its box spans that hold none of its own
+    nodes. A box stretched past its contents (a cross-attention head pulled up to the
+    encoder's output) spans many; a tight one at most its title's row."""
+    ys = {center(n)[1] for n in d["nodes"].values()}
+    out = {}
+    for c in d["clusters"].values():
+        x0, y0, x1, y1 = box(c["bb"])
+        own = {center(d["nodes"][i])[1] for i in c.get("nodes", [])}
+        out[c["tooltip"]] = sum(y0 <= y <= y1 and y not in own for y in ys)
+    return out

@@ -259,3 +259,37 @@ def test_backward_at_depth_3_boxes_leaf_blocks_and_keeps_gradients_by_their_op(t
         x0, y0, x1, y1 = box(inner["bb"])
         gx, gy = map(float, grad["pos"].split(","))
         assert x0 <= gx <= x1 and y0 <= gy <= y1  # drawn inside its op's box
+
+
+README_PICTURES = {  # the README's render commands (gpt tiny unless said)
+    "full": ("gpt", {}, {}), "depth0": ("gpt", {}, {"depth": 0}),
+    "transformer3": ("transformer", {}, {"depth": 3}),
+    "heat": ("gpt", {}, {"depth": 1, "color": "flops"}),
+    "backward3": ("gpt", {"loss": True}, {"depth": 3, "backward": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(README_PICTURES))
+def test_no_cluster_is_taller_than_the_ranks_its_nodes_fill(name, tmp_path):
+    from dot_layout import empty_ranks
+
+    model_name, cfg, kw = README_PICTURES[name]
+    d = laid_out(build_model(model_name, preset="tiny", **cfg), tmp_path, **kw)
+    assert d["clusters"] or name in ("depth0", "heat")
+    for scope, empty in empty_ranks(d).items():
+        assert empty <= 1, (scope, empty)
+
+
+def test_unfolded_demo_picture_is_compact(tmp_path):
+    """make demo's transformer_full.svg (every head of every layer): at most half the area
+    it had (10229×8708 px at 96 dpi, Graphviz 2.43, before issue 13), and every attention
+    cluster as tall as its chain of ops (they were stretched up to the encoder's output)."""
+    from dot_layout import PX_PER_PT, empty_ranks
+
+    d = laid_out(build_model("transformer", preset="tiny", loss=True), tmp_path, fold=False)
+    x0, y0, x1, y1 = d["bb"]
+    assert (x1 - x0) * (y1 - y0) * PX_PER_PT ** 2 <= 10229 * 8708 / 2
+    attention = {s: v for s, v in empty_ranks(d).items() if "_attn" in s}
+    assert len(attention) == (2 + 2 * 2) * (1 + 4 * 2)  # enc self, dec self + cross
+    for scope, empty in attention.items():
+        assert empty <= 1, (scope, empty)

@@ -98,7 +98,7 @@ def item_label(lines: list[str], kind: str, fill: str) -> HtmlLabel:
 def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
     g = Digraph("tgraph", graph_attr={
         "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t", "newrank": "true",
-        "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.28",
+        "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.22",
         "tooltip": view.title},
         node_attr={"fontname": FONT}, edge_attr={
             "fontname": FONT, "fontsize": str(MIN_PT), "color": "#555555", "fontcolor": "#333333",
@@ -172,6 +172,9 @@ def _emit(g, path: Path, view: View, members, children, serial, beside) -> None:
     for w in members.get(path, []):  # a weight on its op's rank: the weight row of the
         if w in beside:  # next layer never shares a rank with this one's last op
             g.same_rank("same", [w, beside[w]])
+    for group in view.aligned:
+        if _common(view.items[i].cluster for i in group) == path:
+            g.same_rank("same", group)
     for row in view.rows:  # one rank, in order: an invisible flat edge binds only inside
         for a, b in zip(row, row[1:]):  # one cluster, so each goes into theirs
             if view.items[a].cluster == view.items[b].cluster == path:

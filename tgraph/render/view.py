@@ -57,6 +57,7 @@ class View:
     cluster_titles: dict[Path, list[str]] = field(default_factory=dict)
     folded_clusters: set[Path] = field(default_factory=set)
     rows: list[list[str]] = field(default_factory=list)  # items on one rank, left to right
+    aligned: list[list[str]] = field(default_factory=list)  # items on one rank, any order
     heat: str | None = None
     ids: dict = field(default_factory=dict, repr=False)  # item key -> DOT id
 
@@ -195,6 +196,8 @@ def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
     _finish_blocks(view, blocks, stats, scope_numbers(graph, env), folding, graph.name,
                    grads_in)
     view.rows = projection_rows(graph, tree, units, view)
+    if not fold:
+        view.aligned = aligned_copies(tree, units, view)
     add_cluster_titles(view, folding)
     if heat:
         _shade(view, stats, heat)
@@ -221,6 +224,25 @@ def projection_rows(graph: Graph, tree: ScopeTree, units: dict[int, str], view: 
         if u not in rows.setdefault(key, []):
             rows[key].append(u)
     return [r for r in rows.values() if len(r) > 1]
+
+
+def aligned_copies(tree: ScopeTree, units: dict[int, str], view: View) -> list[list[str]]:
+    """Identical blocks side by side (the heads, unfolded) drawn alike: the i-th op of each
+    copy on one rank, so no copy's short path (V) floats to a rank of its own."""
+    runs, ordered = find_runs(tree)
+    groups = []
+    for run in runs:
+        members = [ordered[m] for m in run.members]
+        inside = [{id(n) for n in nodes} for nodes in members]
+        if any(v.node is not None and id(v.node) in other
+               for nodes, own in zip(members, inside) for n in nodes for v in n.inputs
+               for other in inside if other is not own):
+            continue  # one copy feeds the next (layers): they stack, not align
+        for copies in zip(*members):
+            ids = [units.get(id(n)) for n in copies]
+            if all(u is not None and view.items[u].kind == "op" for u in ids):
+                groups.append(ids)
+    return groups
 
 
 def _operand_port(n: Node, k: int) -> str:
