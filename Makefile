@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-matrix bootstrap dot gallery bench lint clean
+.PHONY: demo test test-onnx-dynamo test-matrix bootstrap dot gallery bench lint clean
 
 bootstrap: $(STAMP) dot
 
@@ -35,6 +35,10 @@ MATRIX := "" "ATEN_CPU_CAPABILITY=default" "NPY_DISABLE_CPU_FEATURES=X86_V3" \
 test-matrix: bootstrap
 	@for e in $(MATRIX); do echo "== make test with $${e:-the default environment}"; \
 	  env $$e $(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests || exit 1; done
+
+# ONNX import of a torch.export-based export (20-40 s of export alone; not in make test)
+test-onnx-dynamo: bootstrap
+	TGRAPH_ONNX_DYNAMO=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_onnx_import.py -k dynamic
 
 lint: bootstrap
 	$(BIN)/ruff check --select E,F,W,I --ignore E501,E402 tgraph ops backends tests examples benchmarks

@@ -259,3 +259,21 @@ def test_scopes_from_node_names_and_from_torch_export_metadata():
     assert scope_of(n) == "layers/0/self_attn"
     hostile = helper.make_node("Relu", ["a"], ["b"], name='/x"]; URL=evil/..//Relu')
     assert scope_of(hostile) == "x____URL_evil"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TGRAPH_ONNX_DYNAMO"),
+                    reason="the torch.export-based exporter takes 20-40 s on 2 cores: "
+                           "make test-onnx-dynamo")
+def test_torch_export_based_exporter_keeps_b_and_t_dynamic(tmp_path):
+    torch.manual_seed(0)
+    model = distinct_weights(Encoder(), 4)
+    b, t = torch.export.Dim("B"), torch.export.Dim("T")
+    torch.onnx.export(model, (torch.randn(2, 5, D),), str(tmp_path / "enc.onnx"), dynamo=True,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_shapes={"x": {0: b, 1: t}})
+    g, w = import_onnx(tmp_path / "enc.onnx")
+    assert [str(v.type) for v in g.inputs] == [f"float32[B×T×{D}]"]
+    for shape in ((2, 5), (3, 9)):
+        x = torch.randn(*shape, D, generator=torch.Generator().manual_seed(shape[1]))
+        assert close(tg.run(g, {"x": x.numpy()}, w)["y"], model(x).detach().numpy())
+    assert fold_titles(g) == ["layer ×2"]

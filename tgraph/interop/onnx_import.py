@@ -852,9 +852,9 @@ def _reshape(imp, node, ins):
     if not attr(node, "allowzero", 0):
         target = [in_shape[i] if d == 0 else d for i, d in enumerate(target)]
     if all_const([x]):
-        if is_symbolic(x) or any(isinstance(d, str) for d in target):
+        if any(isinstance(d, str) for d in target):
             raise Unfoldable(f"reshape of a constant to {target}")
-        return np.reshape(x, target)
+        return np.reshape(x, target)  # a shape tensor too (an object array of dims)
     return tb.reshape(x, target)
 
 
