@@ -21,3 +21,7 @@ class Backend(Protocol):
 
     def synchronize(self) -> None:
         """Wait for queued work (timing)."""
+
+    def prepare(self, node) -> Any:
+        """Optional: a callable(*arrays) compiled for ``node`` (a fused chain), or None to
+        use the op's kernel."""

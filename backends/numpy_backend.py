@@ -29,6 +29,14 @@ class NumpyBackend:
     def synchronize(self) -> None:
         pass
 
+    def prepare(self, node):
+        """A compiled kernel for a node a code generator handles (a fused chain), else None."""
+        if node.op == "fused":
+            from tgraph.codegen import FusedKernel
+
+            return FusedKernel(node)
+        return None
+
 
 @functools.cache
 def reuse_freed_memory() -> None:

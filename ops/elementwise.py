@@ -95,11 +95,13 @@ class Binary(OpDef):
         return x
 
 
-def _binary(name, symbol, fn, rule, doc, domain=None):
+def _binary(name, symbol, fn, rule, doc, formula, domain=None):
     """Register a broadcasting binary op: kernel fn(xp, a, b), VJP rule(a, b, y, g) giving
-    the un-reduced cotangents of a and b (the class sums them back over broadcast axes)."""
+    the un-reduced cotangents of a and b (the class sums them back over broadcast axes),
+    and its scalar ``formula`` with {0}, {1} for the arguments (for fused kernels)."""
     body = {"name": name, "symbol": symbol, "doc": doc, "rule": staticmethod(rule),
-            "kernel": lambda self, xp, a, b: fn(xp, a, b)}
+            "kernel": lambda self, xp, a, b: fn(xp, a, b),
+            "scalar": lambda self, args: formula.format(*args)}
     if domain:
         body["domain"] = staticmethod(domain)
     return register_op(type(name.title(), (Binary,), body))
@@ -119,18 +121,18 @@ def _away_from_zero(x, arg=0):
 
 
 Add = _binary("add", "+", lambda xp, a, b: a + b, lambda a, b, y, g: (g, g),
-              "a + b with broadcasting")
+              "a + b with broadcasting", "({0} + {1})")
 Sub = _binary("sub", "−", lambda xp, a, b: a - b, lambda a, b, y, g: (g, -g),
-              "a − b with broadcasting")
+              "a − b with broadcasting", "({0} - {1})")
 Mul = _binary("mul", "×", lambda xp, a, b: a * b, lambda a, b, y, g: (g * b, g * a),
-              "a × b with broadcasting")
+              "a × b with broadcasting", "({0} * {1})")
 Div = _binary("div", "÷", lambda xp, a, b: a / b, _div_rule, "a ÷ b with broadcasting",
-              domain=_away_from_zero)
+              "({0} / {1})", domain=_away_from_zero)
 Pow = _binary("pow", "^", lambda xp, a, b: a ** b,
               lambda a, b, y, g: (g * b * tb.pow(a, b - 1), g * y * tb.log(a)),
-              "a ** b with broadcasting", domain=lambda x, arg=0: x if arg else abs(x) + 0.5)
+              "a ** b with broadcasting", "({0} ** {1})", domain=lambda x, arg=0: x if arg else abs(x) + 0.5)
 Maximum = _binary("maximum", "max", lambda xp, a, b: xp.maximum(a, b), _maximum_rule,
-                  "elementwise max(a, b)")
+                  "elementwise max(a, b)", "({0} if {0} >= {1} or {0} != {0} else {1})")
 
 
 COMPARISONS = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal",
@@ -152,6 +154,9 @@ class Compare(OpDef):
 
     def kernel(self, xp, a, b, cmp):
         return getattr(xp, COMPARISONS[cmp])(a, b)
+
+    def scalar(self, args, cmp):
+        return f"({args[0]} {cmp} {args[1]})" if cmp in COMPARISONS else None
 
     def vjp(self, node, grads):
         return [None, None]  # piecewise constant
@@ -188,12 +193,14 @@ class Unary(OpDef):
         return x
 
 
-def _unary(name, fn, rule, doc, float_only=True, flops_per=1, positive=False):
-    """Register an elementwise op: kernel fn(xp, x), VJP rule(x, y, g) -> cotangent of x.
-    ``positive`` ops (log, sqrt) are only defined for x > 0 (their examples stay there)."""
+def _unary(name, fn, rule, doc, formula, float_only=True, flops_per=1, positive=False):
+    """Register an elementwise op: kernel fn(xp, x), VJP rule(x, y, g) -> cotangent of x,
+    scalar ``formula`` with {0} for x (fused kernels). ``positive`` ops (log, sqrt) are only
+    defined for x > 0 (their examples stay there)."""
     body = {
         "name": name, "doc": doc, "float_only": float_only, "rule": staticmethod(rule),
         "kernel": lambda self, xp, x: fn(xp, x),
+        "scalar": lambda self, args: formula.format(*args),
         "flops": lambda self, i, o, **a: flops_per * math.prod(o[0]),
     }
     if positive:
@@ -201,31 +208,32 @@ def _unary(name, fn, rule, doc, float_only=True, flops_per=1, positive=False):
     return register_op(type(name.title(), (Unary,), body))
 
 
-Neg = _unary("neg", lambda xp, x: -x, lambda x, y, g: -g, "−x", float_only=False)
-Exp = _unary("exp", lambda xp, x: xp.exp(x), lambda x, y, g: g * y, "e^x")
+Neg = _unary("neg", lambda xp, x: -x, lambda x, y, g: -g, "−x", "(-{0})", float_only=False)
+Exp = _unary("exp", lambda xp, x: xp.exp(x), lambda x, y, g: g * y, "e^x", "math.exp({0})")
 Log = _unary("log", lambda xp, x: xp.log(x), lambda x, y, g: g / x, "natural logarithm",
-             positive=True)
+             "math.log({0})", positive=True)
 Sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda x, y, g: g / y * 0.5, "√x",
-              positive=True)
+              "math.sqrt({0})", positive=True)
 Rsqrt = _unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x), lambda x, y, g: g * y / x * -0.5,
-               "1/√x", flops_per=2, positive=True)
+               "1/√x", "(1.0 / math.sqrt({0}))", flops_per=2, positive=True)
 Tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda x, y, g: g * (1 - y * y),
-              "hyperbolic tangent")
+              "hyperbolic tangent", "math.tanh({0})")
 Sin = _unary("sin", lambda xp, x: xp.sin(x), lambda x, y, g: g * tb.cos(x),
-             "sine (sinusoidal and rotary positions)")
+             "sine (sinusoidal and rotary positions)", "math.sin({0})")
 Cos = _unary("cos", lambda xp, x: xp.cos(x), lambda x, y, g: -(g * tb.sin(x)),
-             "cosine (sinusoidal and rotary positions)")
+             "cosine (sinusoidal and rotary positions)", "math.cos({0})")
 Abs = _unary("abs", lambda xp, x: xp.abs(x),
              lambda x, y, g: tb.where(tb.compare(x, scalar(x, 0), ">="), g, -g), "|x|",
-             float_only=False)
+             "abs({0})", float_only=False)
 Relu = _unary("relu", lambda xp, x: xp.maximum(x, 0),
               lambda x, y, g: tb.where(tb.compare(x, scalar(x, 0), ">"), g, scalar(g, 0)),
-              "max(x, 0)")
+              "max(x, 0)", "({0} if {0} > 0 else 0.0 * {0})")
 Sigmoid = _unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
-                 lambda x, y, g: g * y * (1 - y), "1 / (1 + e^−x)", flops_per=3)
+                 lambda x, y, g: g * y * (1 - y), "1 / (1 + e^−x)",
+                 "(1.0 / (1.0 + math.exp(-{0})))", flops_per=3)
 Erf = _unary("erf", lambda xp, x: erf(xp, x),
              lambda x, y, g: g * tb.exp(-(x * x)) * (2 / math.sqrt(math.pi)),
-             "Gauss error function (exact GELU's gradient)", flops_per=10)
+             "Gauss error function (exact GELU's gradient)", "math.erf({0})", flops_per=10)
 
 
 GELU_TANH_C = math.sqrt(2 / math.pi)
@@ -249,6 +257,12 @@ class Gelu(OpDef):
 
     def flops(self, i, o, **attrs):
         return 8 * math.prod(o[0])
+
+    def scalar(self, args, approximate="none"):
+        x = args[0]
+        if approximate == "tanh":
+            return f"(0.5 * {x} * (1.0 + math.tanh({GELU_TANH_C!r} * ({x} + 0.044715 * {x} * {x} * {x}))))"
+        return f"(0.5 * {x} * math.erfc({x} * {-1 / math.sqrt(2)!r}))"
 
     def vjp(self, node, grads):
         return [tb.apply("gelu_grad", node.inputs[0], grads[0], **node.attrs)]
@@ -299,6 +313,9 @@ class Where(OpDef):
 
     def kernel(self, xp, c, a, b):
         return xp.where(c, a, b)
+
+    def scalar(self, args):
+        return f"({args[1]} if {args[0]} else {args[2]})"
 
     def vjp(self, node, grads):
         c, a, b = node.inputs

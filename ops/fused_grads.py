@@ -59,6 +59,15 @@ class GeluGrad(OpDef):
     def flops(self, i, o, **attrs):
         return 12 * math.prod(o[0])
 
+    def scalar(self, args, approximate="none"):
+        x, g = args
+        if approximate == "tanh":
+            t = f"math.tanh({GELU_TANH_C!r} * ({x} + {_A!r} * {x} * {x} * {x}))"
+            du = f"({GELU_TANH_C!r} * (1.0 + {3 * _A!r} * {x} * {x}))"
+            return f"({g} * (0.5 * (1.0 + {t}) + 0.5 * {x} * (1.0 - {t} * {t}) * {du}))"
+        return (f"({g} * (0.5 * math.erfc({x} * {-1 / math.sqrt(2)!r}) + "
+                f"{x} * math.exp(-0.5 * {x} * {x}) * {_INV_SQRT_2PI!r}))")
+
     def vjp(self, node, grads):
         """With w the cotangent: d/dg = gelu_grad(x, w); d/dx = w·g·gelu''(x)."""
         (x, g), w = node.inputs, grads[0]

@@ -85,6 +85,14 @@ class OpDef:
         or ``replace_op`` passes such an attr on and leaves the others out."""
         return attr in inspect.signature(self.infer).parameters
 
+    def scalar(self, args: Sequence[str], **attrs) -> str | None:
+        """The op's value on one element as a Python expression over the argument
+        expressions ``args`` (names bound to scalars; ``math`` is in scope), or None.
+
+        An op with a formula joins elementwise fusion at -O2: a fused node becomes one
+        compiled loop (tgraph/codegen). Without one it stays a node of its own."""
+        return None
+
     def flops(self, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple], **attrs) -> int:
         """Floating-point operations for concrete shapes; default one per output element."""
         return sum(math.prod(s) for s in out_shapes)

@@ -35,7 +35,7 @@ def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad
     g = copy_graph(graph)  # never touch the caller's graph
     by_name = {v.name: v for v in g.values()}
     y = _resolve_loss(g, by_name, loss.name if isinstance(loss, Value) else loss)
-    upstream = _ancestors(g, y)
+    upstream = ancestors(g, [y])
     if wrt is None:
         targets = [p for p in g.params if _is_float(p) and p in upstream]
     else:
@@ -44,7 +44,9 @@ def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad
             if not _is_float(t):
                 raise TGraphError(f"cannot differentiate with respect to {t.name!r}: it is "
                                   f"{t.dtype}, and only float values have gradients")
-    grads = _backward(g, y, targets, upstream)
+    with g.scope("backward"):
+        seed = g.const(1.0, "seed", y.dtype)
+    grads = backprop(g, {y: seed}, targets, upstream)
     for t in targets:
         name = f"{prefix}/{t.name}"
         if name in g.outputs:
@@ -57,29 +59,33 @@ def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad
     return g.validate()
 
 
-def _backward(g: Graph, y: Value, targets: list[Value], upstream: set) -> dict:
-    """Walk the nodes between targets and loss in reverse, calling each VJP; returns the
-    total cotangent of every target."""
+def backprop(g: Graph, seeds: dict[Value, Value], targets: list[Value], upstream: set,
+             nodes: list[Node] | None = None, nest: bool = True) -> dict:
+    """Walk ``nodes`` (default: the graph's) between targets and the seeded values in
+    reverse, calling each VJP; returns the total cotangent of every target. ``upstream``:
+    the values the seeded ones depend on. ``nest=False`` (a VJP differentiating a body it
+    emitted, like a fused node's) adds no backward scopes or tags of its own."""
     from tgraph.ops.elementwise import zeros
     from tgraph.ops.registry import get_op
 
     depends = set(targets)
     active: list[Node] = []
-    for n in g.nodes:
+    for n in g.nodes if nodes is None else nodes:
         if any(v in depends for v in n.inputs):
             outs = [v for v in n.outputs if _is_float(v)]
             depends.update(outs)
             if any(v in upstream for v in outs):
                 active.append(n)
-    with g.scope("backward"):
-        seed = g.const(1.0, "seed", y.dtype)
     # value -> [(cotangent, scope of the forward node it came through)]
-    contribs: dict[Value, list[tuple[Value, str]]] = {y: [(seed, "")]}
+    contribs: dict[Value, list[tuple[Value, str]]] = {y: [(c, "")] for y, c in seeds.items()}
     for node in reversed(active):
-        cts = [_total(g, v, contribs.pop(v, ())) for v in node.outputs]
+        cts = [_total(g, v, contribs.pop(v, ()), nest) for v in node.outputs]
         if all(c is None for c in cts):
             continue
-        with g.scope(f"backward/{node.scope}"), _tagged(g, forward=node.name):
+        if nest:
+            with g.scope(f"backward/{node.scope}"), _tagged(g, forward=node.name):
+                in_cts = get_op(node.op).vjp(node, cts)
+        else:
             in_cts = get_op(node.op).vjp(node, cts)
         for v, c in zip(node.inputs, in_cts):
             if c is not None and v in depends:
@@ -87,8 +93,8 @@ def _backward(g: Graph, y: Value, targets: list[Value], upstream: set) -> dict:
                 contribs.setdefault(v, []).append((c, node.scope))
     out = {}
     for t in targets:
-        total = _total(g, t, contribs.get(t, ()))
-        if total is None:  # asked for, but unreachable
+        total = _total(g, t, contribs.get(t, ()), nest)
+        if total is None and nest:  # asked for, but unreachable
             with g.scope(f"backward/{t.scope}"), _tagged(g, forward=t.name):
                 total = zeros(t)
         out[t] = total
@@ -110,7 +116,7 @@ class _tagged:
             n.meta.update(self.meta)
 
 
-def _total(g: Graph, v: Value, parts: list[tuple[Value, str]]) -> Value | None:
+def _total(g: Graph, v: Value, parts: list[tuple[Value, str]], nest: bool = True) -> Value | None:
     """Fan-out: the gradient of ``v`` is the sum of what each use contributed.
 
     The adds go in the scope holding every use, not in whichever use came last, and form a
@@ -118,7 +124,8 @@ def _total(g: Graph, v: Value, parts: list[tuple[Value, str]]) -> Value | None:
     it occurs and no use's scope holds part of another's."""
     if len(parts) < 2:
         return parts[0][0] if parts else None
-    with g.scope(f"backward/{common_scope(s for _, s in parts)}"), _tagged(g, sums=v.name):
+    where = f"backward/{common_scope(s for _, s in parts)}" if nest else ""
+    with g.scope(where), _tagged(g, sums=v.name):
         terms = [c for c, _ in parts]
         while len(terms) > 1:
             pairs = [a + b for a, b in zip(terms[::2], terms[1::2])]
@@ -148,10 +155,10 @@ def _is_float(v: Value) -> bool:
     return v.dtype in FLOAT_DTYPES
 
 
-def _ancestors(g: Graph, y: Value) -> set:
-    """Every value the loss depends on, itself included."""
-    seen = {y}
-    for n in reversed(g.nodes):
+def ancestors(g: Graph, ys, nodes: list[Node] | None = None) -> set:
+    """Every value the values ``ys`` depend on, themselves included."""
+    seen = set(ys)
+    for n in reversed(g.nodes if nodes is None else nodes):
         if any(v in seen for v in n.outputs):
             seen.update(n.inputs)
     return seen

@@ -63,13 +63,16 @@ class Executable:
             if s not in keep and s not in leaves:
                 free_at.setdefault(i, []).append(s)
         self.steps: list[Step] = []
+        prepare = getattr(self.backend, "prepare", lambda node: None)
         for i, n in enumerate(graph.nodes):
             opdef = get_op(n.op)
             kernel = self.backend.kernels.get(n.op) or opdef.kernel
             symbolic = any(isinstance(d, str) for k in opdef.shape_attrs
                            for d in (n.attrs.get(k) or ()))
+            compiled = None if symbolic else prepare(n)
             self.steps.append(Step(
-                n, kernel if symbolic else functools.partial(kernel, self.backend.xp, **n.attrs),
+                n, compiled or (kernel if symbolic else
+                                functools.partial(kernel, self.backend.xp, **n.attrs)),
                 tuple(slot[v] for v in n.inputs), tuple(slot[v] for v in n.outputs),
                 tuple(sorted(free_at.get(i, ()))), symbolic))
         self._bound: dict[tuple, list[Callable]] = {}

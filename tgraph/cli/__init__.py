@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tgraph.cli.bench_cmd import bench_cmd
 from tgraph.cli.common import Group
 from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
@@ -22,5 +23,5 @@ def main():
 
 for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd, render_cmd,
                 diff_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd, export_cmd,
-                import_cmd):
+                import_cmd, bench_cmd):
     main.add_command(command)

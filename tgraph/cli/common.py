@@ -164,6 +164,15 @@ backend_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def level_option(default: int):
+    """-O0 (the graph as built), -O1 (cleanups, heads merged), -O2 (+ fused kernels)."""
+    return click.option("-O", "level", type=click.IntRange(0, 2), default=default,
+                        show_default=True, metavar="LEVEL",
+                        help="Optimisation level: -O0 the graph as built, -O1 heads merged, "
+                             "dead code, CSE, constants folded, -O2 also elementwise chains "
+                             "fused into compiled multi-threaded kernels.")
+
+
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
 
@@ -173,7 +182,6 @@ def load_feeds(pairs) -> dict[str, np.ndarray]:
 
     return {name: load_array(path, f"feed {clip(name)}")
             for name, path in parse_pairs(pairs, "--feed").items()}
-
 
 
 

@@ -16,6 +16,7 @@ from tgraph.cli.common import (
     fail,
     graph_source,
     json_option,
+    level_option,
     load_feeds,
     output_option,
     parse_dims,
@@ -116,8 +117,9 @@ def info_cmd(graph, dims, depth, as_json):
               help="Seed for --random.")
 @dim_option
 @backend_option
+@level_option(0)
 @output_option
-def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
+def run_cmd(graph, weights, feeds, random_, seed, dims, backend, level, output):
     """Execute a graph and print (or save with -o) its outputs.
 
     Example: tgraph run graph.json --weights w.npz --feed x=x.npy -o out.npz
@@ -138,7 +140,9 @@ def run_cmd(graph, weights, feeds, random_, seed, dims, backend, output):
         params = init_params(graph, seed)
     else:
         raise TGraphError("the graph has parameters: give --weights W.npz (or --random)")
-    ex = executable(graph, backend)
+    from tgraph.passes import optimize
+
+    ex = executable(optimize(graph, level)[0] if level else graph, backend)
     out = ex.run(given, params, dims)
     if output:
         save_weights(out, output)

@@ -10,6 +10,7 @@ from tgraph.cli.common import (
     Finite,
     backend_option,
     graph_source,
+    level_option,
     parse_pairs,
     plugin_option,
     status,
@@ -77,12 +78,13 @@ def grad_cmd(graph, wrt, of, output):
               help="Also save the weights every N steps.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @backend_option
+@level_option(0)
 @verbosity_options
 @plugin_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Weights .npz; the forward graph goes beside it as .json.")
 def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer, lr,
-              warmup, weight_decay, clip, checkpoint_every, seed, backend, output):
+              warmup, weight_decay, clip, checkpoint_every, seed, backend, level, output):
     """Train a zoo model, or any graph file with a scalar loss output, on a task; save its
     weights (and the forward graph beside them, for generate).
 
@@ -106,7 +108,7 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
     names = [v.name for v in graph.inputs]
     extra = {"weight_decay": weight_decay}
     trainer = Trainer(graph, init_params(graph, seed), OPTIMIZERS[optimizer](lr, **extra),
-                      backend, clip)
+                      backend, clip, level=level)
     rng = np.random.default_rng(seed)
     batch = fixed_batch(graph) or batch  # a graph saved with a fixed B takes only that
     losses = trainer.fit(lambda step: job.batch(rng, batch, names), steps,

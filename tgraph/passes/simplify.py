@@ -76,21 +76,3 @@ def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
     if folded:
         dce(graph)
     return folded
-
-
-def optimize(graph: Graph) -> tuple[Graph, dict[str, int]]:
-    """A copy of ``graph`` made fast: heads merged into batched paths, then dead code,
-    constants and common subexpressions until nothing changes; counts per pass."""
-    from tgraph.io import copy_graph
-    from tgraph.passes.merge_heads import merge_heads
-
-    g, merged = merge_heads(graph)
-    if g is graph:
-        g = copy_graph(graph)
-    report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0}
-    while True:
-        changed = {"fold_constants": fold_constants(g), "cse": cse(g)}
-        for k, v in changed.items():
-            report[k] += v
-        if not any(changed.values()):
-            return g.validate(), report

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from tgraph.autodiff import grad
 from tgraph.runtime import executable
 from tgraph.io import save_weights
 from tgraph.ir import Graph
+from tgraph.passes import training_graph
 from tgraph.train.optim import clip_grad_norm
 
 
 class Trainer:
-    """Owns a copy of the weights (on the backend's device) and the optimizer state."""
+    """Owns a copy of the weights (on the backend's device) and the optimizer state; the
+    forward+backward graph is compiled at optimisation ``level`` (0: as differentiated)."""
 
     def __init__(self, graph: Graph, params: dict, optimizer, backend="numpy",
-                 clip: float = 1.0, loss: str = "loss"):
-        self.graph = grad(graph, loss)
+                 clip: float = 1.0, loss: str = "loss", level: int = 0):
+        self.graph = training_graph(graph, loss, level)
         self.loss = loss
         self.executable = executable(self.graph, backend)
         be = self.executable.backend

@@ -1,0 +1,187 @@
+"""Optimisation levels keep the numbers; fused kernels (Numba) match the unfused graph.
+
+References are independent of the code under test: the -O0 graph (every primitive run by
+its own NumPy kernel), a float64 evaluation for float32 kernels, and finite differences.
+Tolerances: float64 graphs whose maths a pass does not change agree to rtol 1e-10 (a few
+ulps of reassociation in merged heads and fused formulas); an output that is rounding
+noise around zero (a key bias's gradient, zero in exact arithmetic) is held to the same
+1e-10 relative to the largest gradient of the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tgraph as tg
+from tgraph import builder as tb
+from tgraph.autodiff import grad
+from tgraph.errors import ShapeError
+from tgraph.feeds import random_feeds
+from tgraph.models import build_model
+from tgraph.passes import fuse_elementwise, optimize, training_graph
+
+SMALL = dict(n_layers=1, d_model=16, n_heads=2, d_ff=32, max_len=8)
+
+
+def close(got: dict, want: dict, rtol: float) -> None:
+    scale = max(float(np.max(np.abs(a))) for a in want.values() if a.size)
+    for k, a in want.items():
+        np.testing.assert_allclose(got[k], a, rtol=rtol, atol=rtol * scale, err_msg=k)
+
+
+@pytest.mark.parametrize("model,kw", [
+    ("gpt", {**SMALL, "vocab": 11}),
+    ("bert", {**SMALL, "vocab": 11}),
+    ("transformer", {**SMALL, "vocab": 11, "n_enc_layers": 1, "n_dec_layers": 1}),
+])
+def test_every_level_keeps_forward_and_gradients_float64(model, kw):
+    g = build_model(model, loss=True, dtype="float64", **kw)
+    params, feeds = tg.init_params(g, 0), random_feeds(g, {"B": 2, "T": 8, "S": 8}, 0)
+    ref = tg.run(training_graph(g, "loss", 0), feeds, params)
+    for level in (1, 2):
+        fb = training_graph(g, "loss", level)
+        if level == 2:
+            assert any(n.op == "fused" for n in fb.nodes)
+        close(tg.run(fb, feeds, params), ref, 1e-10)
+        fwd, _ = optimize(g, level)
+        close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
+
+
+def test_gradient_flows_through_fused_nodes():
+    """grad of an -O2 forward graph differentiates each fused node's body."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, **SMALL)
+    fast, report = optimize(g, 2)
+    assert report["fuse_elementwise"] > 0
+    params, feeds = tg.init_params(g, 1), random_feeds(g, {"B": 2, "T": 8}, 1)
+    close(tg.run(grad(fast, "loss"), feeds, params), tg.run(grad(g, "loss"), feeds, params),
+          1e-10)
+
+
+def chain_graph(dtype):
+    """bias + GELU, a per-row statistic broadcast back, a comparison feeding where, a scalar."""
+    g = tg.Graph("chain")
+    x = g.input("x", ("B", "T", 6), dtype)
+    b = g.param("b", (6,), dtype)
+    h = tb.gelu(x + b)
+    m = tb.mean(h, [-1], keepdims=True)
+    y = tb.where(tb.compare(h, m, ">"), tb.tanh(h - m) * 3.0, tb.exp(h * -0.5))
+    g.set_output("y", y)
+    g.set_output("h", h)
+    return g
+
+
+def test_fusion_groups_chains_and_keeps_reductions_outside():
+    fast, _ = optimize(chain_graph("float32"), 2)
+    fused = [n for n in fast.nodes if n.op == "fused"]
+    assert [[e["op"] for e in n.attrs["body"]] for n in fused] == [
+        ["add", "gelu", "mul", "exp"], ["compare", "sub", "tanh", "mul", "where"]]
+    assert [n.op for n in fast.nodes] == ["fused", "mean", "fused"]
+    # scalars are inlined into the body, not inputs
+    assert {"value": 3.0, "dtype": "float32"} in fused[1].attrs["body"][3]["args"]
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 2000)])  # serial, and split over threads
+def test_fused_kernel_float32_against_float64(shape):
+    g32, g64 = chain_graph("float32"), chain_graph("float64")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((*shape, 6)) * 3
+    b = rng.standard_normal(6)
+    want = tg.run(g64, {"x": x}, {"b": b})
+    fast = optimize(g32, 2)[0]
+    got = tg.run(fast, {"x": x.astype("float32")}, {"b": b.astype("float32")})
+    for k in want:  # float32 rounding of inputs and result, through a few ops: 1e-4
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_no_cycle_when_an_input_depends_on_the_group():
+    g = tg.Graph("diamond")
+    x = g.input("x", (4, 4), "float64")
+    w = g.param("w", (4, 4), "float64")
+    y = tb.exp(x)  # fusible
+    z = y @ w  # not fusible, reads y
+    g.set_output("out", tb.tanh(y + z))  # must not join exp's group: z depends on it
+    fast, _ = optimize(g, 2)
+    ops = [n.op for n in fast.nodes]
+    assert ops.index("matmul") < max(i for i, op in enumerate(ops) if op == "fused")
+    x_, w_ = np.random.default_rng(0).standard_normal((2, 4, 4))
+    np.testing.assert_allclose(tg.run(fast, {"x": x_}, {"w": w_})["out"],
+                               np.tanh(np.exp(x_) + np.exp(x_) @ w_), rtol=1e-12)
+
+
+def test_fused_graph_saves_loads_and_finite_differences(tmp_path):
+    g = chain_graph("float64")
+    fast = optimize(g, 2)[0]
+    tg.save_graph(fast, tmp_path / "f.json")
+    back = tg.load_graph(tmp_path / "f.json")
+    rng = np.random.default_rng(2)
+    x, b = rng.standard_normal((2, 3, 6)), rng.standard_normal(6)
+    np.testing.assert_array_equal(tg.run(back, {"x": x}, {"b": b})["y"],
+                                  tg.run(fast, {"x": x}, {"b": b})["y"])
+    back.set_output("loss", tb.sum(tb.sum(back.outputs["y"], [0, 1, 2]) * 1.0, []))
+    gb = grad(back, "loss", wrt=["b"])
+    analytic = tg.run(gb, {"x": x}, {"b": b})["grad/b"]
+    eps, fd = 1e-6, np.zeros(6)
+    for i in range(6):
+        d = np.zeros(6)
+        d[i] = eps
+        fd[i] = (tg.run(back, {"x": x}, {"b": b + d})["loss"]
+                 - tg.run(back, {"x": x}, {"b": b - d})["loss"]) / (2 * eps)
+    np.testing.assert_allclose(analytic, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("body,message", [
+    ([{"op": "no_such_op", "args": [0], "attrs": {}}], "unknown op"),
+    ([{"op": "exp", "args": [5], "attrs": {}}], "refers to nothing"),
+    ([{"op": "add", "args": [0, {"value": "__import__('os')", "dtype": "float32"}],
+       "attrs": {}}], "number value"),
+])
+def test_a_hostile_fused_body_is_a_clear_error(tmp_path, body, message):
+    from tgraph.errors import TGraphError
+
+    g = chain_graph("float32")
+    fast = optimize(g, 2)[0]
+    path = tmp_path / "f.json"
+    tg.save_graph(fast, path)
+    doc = json.loads(path.read_text())
+    for n in doc["nodes"]:
+        if n["op"] == "fused":
+            n["attrs"]["body"] = body
+            n["attrs"]["outputs"] = [1]
+            break
+    path.write_text(json.dumps(doc))
+    with pytest.raises((ShapeError, TGraphError), match=message):
+        tg.load_graph(path)
+
+
+def test_fuse_pass_reports_nothing_on_a_graph_without_chains():
+    g = tg.Graph("mm")
+    x = g.input("x", (2, 2), "float32")
+    g.set_output("y", x @ x)
+    assert fuse_elementwise(g) == 0
+
+
+CACHE_PROBE = """
+import sys, numpy as np, tgraph as tg
+from tgraph import builder as tb
+from tgraph.passes import optimize
+from tgraph.codegen.numba_cpu import _LOADED
+g = tg.Graph("c"); x = g.input("x", (4, 5), "float64")
+g.set_output("y", tb.tanh(tb.exp(x) * 0.25 + 1.0))
+tg.run(optimize(g, 2)[0], {"x": np.ones((4, 5))})
+(k,) = _LOADED.values()
+print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
+"""
+
+
+def test_a_second_process_loads_compiled_kernels_from_the_disk_cache(tmp_path):
+    env = {"TGRAPH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    runs = [subprocess.run([sys.executable, "-c", CACHE_PROBE], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert runs[0] == ["0", "1"]  # compiled once
+    assert runs[1] == ["1", "0"]  # then only loaded
+    assert len(list((tmp_path / "kernels").glob("fused_*.py"))) == 1

@@ -1,0 +1,52 @@
+"""Optimisation levels, the one entry point to the passes.
+
+    -O0  the graph as built (a copy)
+    -O1  heads merged into batched paths, dead code, constants folded, common
+         subexpressions merged, to a fixed point
+    -O2  -O1, then elementwise chains fused into compiled loops (tgraph/codegen)
+
+``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
+``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
+up before it is differentiated (the backward then mirrors the fast forward), and fusion
+runs on the whole forward+backward graph, where the gradient chains are.
+"""
+
+from __future__ import annotations
+
+from tgraph.errors import TGraphError
+from tgraph.ir import Graph
+
+LEVELS = (0, 1, 2)
+
+
+def optimize(graph: Graph, level: int = 1) -> tuple[Graph, dict[str, int]]:
+    from tgraph.io import copy_graph
+    from tgraph.passes.fuse import fuse_elementwise
+    from tgraph.passes.merge_heads import merge_heads
+    from tgraph.passes.simplify import cse, dce, fold_constants
+
+    if level not in LEVELS:
+        raise TGraphError(f"optimisation level must be one of 0, 1, 2; got {level!r}")
+    if level == 0:
+        return copy_graph(graph).validate(), {}
+    g, merged = merge_heads(graph)
+    if g is graph:
+        g = copy_graph(graph)
+    report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0}
+    while True:
+        changed = {"fold_constants": fold_constants(g), "cse": cse(g)}
+        for k, v in changed.items():
+            report[k] += v
+        if not any(changed.values()):
+            break
+    if level >= 2:
+        report["fuse_elementwise"] = fuse_elementwise(g)
+    return g.validate(), report
+
+
+def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
+    """d loss / d params of ``graph`` as a forward+backward graph compiled at ``level``."""
+    from tgraph.autodiff import grad
+
+    forward = optimize(graph, min(level, 1))[0]
+    return optimize(grad(forward, loss), level)[0]
