@@ -14,9 +14,9 @@ GRAPH_OPTIONS = {"norm": "pre", "pos": "learned", "activation": "gelu", "heads":
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, gelu: str = "none"):
         super().__init__()
-        self.n_heads = n_heads
+        self.n_heads, self.gelu = n_heads, gelu
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
         self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
@@ -28,15 +28,15 @@ class Block(nn.Module):
         s = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         a = torch.softmax(s.masked_fill(~causal[:t, :t], float("-inf")), dim=-1) @ v
         x = x + self.proj(a.transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate=self.gelu))
 
 
 class GPT(nn.Module):
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, vocab: int,
-                 max_len: int):
+                 max_len: int, gelu: str = "none"):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, d_model), nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, gelu) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.register_buffer("causal", torch.ones(max_len, max_len, dtype=torch.bool).tril())
         for m in self.modules():  # GPT-2's init, as the graph's params: N(0, 0.02), zero bias

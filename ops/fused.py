@@ -110,6 +110,15 @@ class Fused(OpDef):
         cts = backprop(g, seeds, wrt, up, emitted, nest=False)
         return [cts.get(v) for v in node.inputs]
 
+    def examples(self, rng):
+        """bias + GELU, scaled by an inlined constant, with a row mean as a second output."""
+        body = [{"op": "add", "args": [0, 1], "attrs": {}},
+                {"op": "gelu", "args": [2], "attrs": {"approximate": "none"}},
+                {"op": "mul", "args": [3, {"value": 0.5, "dtype": "float64"}], "attrs": {}},
+                {"op": "mean", "args": [4], "attrs": {"axes": [-1], "keepdims": True}}]
+        return [([rng.standard_normal((2, 3, 4)), rng.standard_normal(4)],
+                 {"body": body, "outputs": [4, 5]})]
+
     def flops(self, in_shapes, out_shapes, body, outputs):
         return len(body) * max(int(np.prod(s)) for s in out_shapes)
 

@@ -77,13 +77,27 @@ def source(attrs: dict, n_inputs: int, ndim: int) -> str:
     lines.append(f"        i0 = {rest}")
     lines.append(f"        for j in range(n{ndim - 1}):")
     names = [f"in{k}[{idx}]" for k in range(n_inputs)]
+    reductions = {}  # body index -> accumulator name; row sums in float64
     for k, entry in enumerate(attrs["body"]):
         args = [_literal(a) if isinstance(a, dict) else names[a] for a in entry["args"]]
-        expr = get_op(entry["op"]).scalar(args, **entry.get("attrs", {}))
-        lines.append(f"            v{k} = {expr}")
+        if entry["op"] in ("sum", "mean"):
+            reductions[k] = f"acc{k}"
+            lines.append(f"            acc{k} += {args[0]}")
+        else:
+            expr = get_op(entry["op"]).scalar(args, **entry.get("attrs", {}))
+            lines.append(f"            v{k} = {expr}")
         names.append(f"v{k}")
     for k, ref in enumerate(outs):
-        lines.append(f"            out{k}[{idx}] = {names[ref]}")
+        if ref - n_inputs not in reductions:
+            lines.append(f"            out{k}[{idx}] = {names[ref]}")
+    loop_at = lines.index(f"        for j in range(n{ndim - 1}):")
+    lines[loop_at:loop_at] = [f"        {acc} = 0.0" for acc in reductions.values()]
+    for k, ref in enumerate(outs):
+        if ref - n_inputs in reductions:
+            acc = reductions[ref - n_inputs]
+            mean = attrs["body"][ref - n_inputs]["op"] == "mean"
+            lines.append(f"        out{k}[{', '.join([*lead, '0'])}] = "
+                         f"{acc}{f' / n{ndim - 1}' if mean else ''}")
     return "\n".join(lines) + "\n"
 
 
@@ -131,17 +145,21 @@ class FusedKernel:
         self.attrs = node.attrs
         self.n_inputs = len(node.inputs)
         self.dtypes = [np.dtype(v.dtype) for v in node.outputs]
+        self.reduced = [node.attrs["body"][r - self.n_inputs]["op"] in ("sum", "mean")
+                        for r in node.attrs["outputs"]]
         self.ndim = max(2, node.outputs[0].type.rank)
         self.kernel = None
 
     def __call__(self, *arrays):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         loop = (1,) * (self.ndim - len(shape)) + shape
-        outs = [np.empty(shape, dt) for dt in self.dtypes]
+        outs = [np.empty(shape[:-1] + (1,) if red else shape, dt)
+                for dt, red in zip(self.dtypes, self.reduced)]
         if self.kernel is None:
             self.kernel = load(self.attrs, self.n_inputs, self.ndim)
         if math.prod(shape):
-            args = [*(np.broadcast_to(a, loop) for a in arrays), *(o.reshape(loop) for o in outs)]
+            args = [*(np.broadcast_to(a, loop) for a in arrays),
+                    *(o.reshape(loop[:-1] + o.shape[-1:]) for o in outs)]
             rows = math.prod(loop[:-1])
             parts = _pool_size() if math.prod(shape) >= PARALLEL_MIN else 1
             bounds = [rows * i // parts for i in range(parts + 1)]

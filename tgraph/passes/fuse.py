@@ -2,7 +2,9 @@
 
 A group iterates over one output shape; its members all produce that shape, and its
 inputs may broadcast into it (a bias, a per-row statistic, a scalar). Scalar constants
-are inlined into the body. A node joins the group of one of its producers unless one of
+are inlined into the body. A sum or mean over the last axis (keepdims) of a member joins
+too, as a trailing reduction computed in the same pass over each row (LayerNorm's
+statistics and backward); no member reads it, since a row's sum is known only at its end. A node joins the group of one of its producers unless one of
 its other inputs depends on that group (which would make the fused node a cycle). A lone
 cheap op (an add, a mul) is left alone: one NumPy call is as good as one loop there; a
 lone transcendental (GELU, its gradient, exp, tanh) is fused, to run multi-threaded.
@@ -16,6 +18,15 @@ from tgraph.ir import CONST, Graph, Node, Value
 
 #: ops not worth a kernel of their own when nothing fuses with them
 CHEAP = {"add", "sub", "mul", "div", "neg", "maximum", "compare", "where", "abs", "relu"}
+
+
+def is_row_reduction(n: Node) -> bool:
+    """sum/mean over the last axis only, keeping it: a trailing reduction of a group."""
+    if n.op not in ("sum", "mean") or not n.attrs.get("keepdims") or not n.inputs:
+        return False
+    rank, axes = n.inputs[0].type.rank, n.attrs.get("axes")
+    axes = [axes] if isinstance(axes, int) else axes
+    return rank >= 1 and axes is not None and [a % rank for a in axes] == [rank - 1]
 
 
 def fusible(n: Node) -> bool:
@@ -39,7 +50,10 @@ def fuse_elementwise(graph: Graph) -> int:
         mask = 0
         for v in n.inputs:
             mask |= depends.get(v, 0)
-        gid = _join(n, group_of, groups, depends, producer, order) if fusible(n) else None
+        if is_row_reduction(n):
+            gid = _join_reduction(n, group_of, groups, depends, producer)
+        else:
+            gid = _join(n, group_of, groups, depends, producer, order) if fusible(n) else None
         if gid is None and fusible(n):
             gid = len(groups)
             groups.append([])
@@ -49,7 +63,8 @@ def fuse_elementwise(graph: Graph) -> int:
             mask |= 1 << gid
         for v in n.outputs:
             depends[v] = mask
-    fused = [g for g in groups if len(g) > 1 or (g and g[0].op not in CHEAP)]
+    fused = [g for g in groups if sum(not is_row_reduction(m) for m in g) > 1
+             or (g and g[0].op not in CHEAP)]
     if not fused:
         return 0
     _rewrite(graph, fused)
@@ -61,13 +76,13 @@ def _join(n, group_of, groups, depends, producer, order) -> int | None:
     depends on; other producers' groups merge into it where that makes no cycle either."""
     cands = []
     for v in n.inputs:
-        gid = group_of.get(producer.get(v))
+        gid = _member_group(v, group_of, producer)
         if gid is not None and gid not in cands and groups[gid][0].output.shape == n.output.shape:
             cands.append(gid)
     chosen = None
     for gid in cands:
         if chosen is None:
-            outside = [u for u in n.inputs if group_of.get(producer.get(u)) != gid]
+            outside = [u for u in n.inputs if _member_group(u, group_of, producer) != gid]
             if not any(depends.get(u, 0) >> gid & 1 for u in outside):
                 chosen = gid
         elif _can_merge(chosen, gid, n, group_of, groups, depends, producer):
@@ -87,11 +102,26 @@ def _can_merge(a, b, n, group_of, groups, depends, producer) -> bool:
     for gid, other in ((a, b), (b, a)):
         for m in groups[gid] + [n]:
             for u in m.inputs:
-                if group_of.get(producer.get(u)) in (a, b):
+                if _member_group(u, group_of, producer) in (a, b):
                     continue
                 if depends.get(u, 0) >> other & 1:
                     return False
     return True
+
+
+def _member_group(v: Value, group_of, producer) -> int | None:
+    """The group whose loop computes ``v`` per element (a trailing reduction's result is
+    only known after the loop: for its group's members it is an outside input)."""
+    p = producer.get(v)
+    return None if p is None or is_row_reduction(p) else group_of.get(p)
+
+
+def _join_reduction(n, group_of, groups, depends, producer) -> int | None:
+    """A row reduction joins the group computing its input, iterating over that shape."""
+    gid = _member_group(n.inputs[0], group_of, producer)
+    if gid is not None and groups[gid][0].output.shape == n.inputs[0].shape:
+        return gid
+    return None
 
 
 def _rewrite(graph: Graph, groups: list[list[Node]]) -> None:

@@ -1,0 +1,175 @@
+"""The compiled graph against PyTorch eager on CPU, in one process, rounds interleaved.
+
+GPT config M (layers 4, d_model 256, heads 8, d_ff 1024, seq 128, batch 8, vocab 1024,
+pre-LN, exact GELU) and the gpt2-small preset (batch 1, seq 128, tanh GELU): forward and
+forward+backward step, tgraph at -O0/-O1/-O2 and torch eager; each round runs every side
+once in turn, the median over rounds is reported, so a noisy neighbour hits every side
+alike. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and the step's
+share of it, the split-heads diagram graph at -O2 against the batched build, and the -O2
+pipeline time (passes + kernel compilation) with a cold and a warm kernel cache, each in a
+fresh process.
+
+    python benchmarks/compiler_bench.py [--config M|gpt2-small|all] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import tgraph as tg
+from tgraph.feeds import random_feeds
+from tgraph.models import build_model
+from tgraph.passes import optimize, training_graph
+
+CONFIGS = {
+    "M": (dict(n_layers=4, d_model=256, n_heads=8, d_ff=1024, vocab=1024, max_len=128,
+               norm="pre", pos="learned", activation="gelu", tie_embeddings=True), 8, 128),
+    "gpt2-small": (dict(n_layers=12, d_model=768, n_heads=12, d_ff=3072, vocab=50257,
+                        max_len=1024, norm="pre", pos="learned", activation="gelu_tanh",
+                        tie_embeddings=True), 1, 128),
+}
+
+
+def tgraph_sides(cfg, b, t, heads="batched"):
+    g = build_model("gpt", loss=True, heads=heads, **cfg)
+    params, feeds = tg.init_params(g, 0), random_feeds(g, {"B": b, "T": t}, 0)
+    sides = {}
+    for level in (0, 1, 2):
+        fwd = tg.Executable(optimize(g, level)[0])
+        step = tg.Executable(training_graph(g, "loss", level))
+        sides[f"tgraph -O{level} forward"] = lambda ex=fwd: ex.run_device(feeds, params)
+        sides[f"tgraph -O{level} step"] = lambda ex=step: ex.run_device(feeds, params)
+    return sides, g
+
+
+def torch_sides(cfg, b, t):
+    import torch
+    from torch_gpt import GPT
+
+    model = GPT(cfg["n_layers"], cfg["d_model"], cfg["n_heads"], cfg["d_ff"], cfg["vocab"],
+                cfg["max_len"], gelu="tanh" if cfg["activation"] == "gelu_tanh" else "none")
+    r = np.random.default_rng(0)
+    tokens = torch.from_numpy(r.integers(0, cfg["vocab"], (b, t)))
+    targets = torch.from_numpy(r.integers(0, cfg["vocab"], (b, t)))
+
+    def forward():
+        with torch.no_grad():
+            model(tokens, targets)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(tokens, targets).backward()
+
+    return {"torch eager forward": forward, "torch eager step": step}
+
+
+def interleaved(sides: dict, rounds: int) -> dict[str, float]:
+    for fn in sides.values():  # warm-up: kernels compiled, pages touched
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(rounds):
+        for k, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def gemm_gflops(n: int = 2048, rounds: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(rounds))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+PIPELINE = """
+import time, sys
+t0 = time.perf_counter()
+import tgraph as tg
+from tgraph.models import build_model
+from tgraph.passes import training_graph
+from tgraph.feeds import random_feeds
+g = build_model("gpt", loss=True, preset="gpt2-small")
+t1 = time.perf_counter()
+ex = tg.Executable(training_graph(g, "loss", 2))
+t2 = time.perf_counter()
+for st in ex.steps:  # compile (or load) every fused kernel, without running the model
+    if hasattr(st.kernel, "kernel") and st.kernel.kernel is None:
+        from tgraph.codegen.numba_cpu import load
+        st.kernel.kernel = load(st.kernel.attrs, st.kernel.n_inputs, st.kernel.ndim)
+t3 = time.perf_counter()
+print(f"{t2 - t1:.2f} {t3 - t2:.2f}")
+"""
+
+
+def pipeline_seconds() -> list[tuple[float, float]]:
+    """(passes, kernels) seconds of the -O2 gpt2-small forward+backward, cold then warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TGRAPH_CACHE_DIR": cache}
+        out = []
+        for _ in range(2):
+            res = subprocess.run([sys.executable, "-c", PIPELINE], env=env, check=True,
+                                 capture_output=True, text=True)
+            out.append(tuple(map(float, res.stdout.split())))
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", choices=[*CONFIGS, "all"], default="M")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-pipeline", action="store_true")
+    args = parser.parse_args()
+    import numba
+    import torch
+
+    print(f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; median of {args.rounds} interleaved rounds")
+    peak = gemm_gflops()
+    print(f"float32 GEMM 2048²: {peak:.1f} GFLOP/s")
+    for name in (CONFIGS if args.config == "all" else [args.config]):
+        cfg, b, t = CONFIGS[name]
+        sides, g = tgraph_sides(cfg, b, t)
+        sides.update(torch_sides(cfg, b, t))
+        med = interleaved(sides, args.rounds)
+        print(f"== {name} (B={b}, T={t})")
+        for kind in ("forward", "step"):
+            peer = med[f"torch eager {kind}"]
+            print(f"torch eager {kind:<8} {peer * 1e3:9.1f} ms")
+            for level in (0, 1, 2):
+                ours = med[f"tgraph -O{level} {kind}"]
+                print(f"tgraph -O{level} {kind:<8} {ours * 1e3:9.1f} ms   ratio {ours / peer:.2f}")
+        flops = 3 * tg.execute.graph_flops(optimize(g, 1)[0], {"B": b, "T": t})
+        step = med["tgraph -O2 step"]
+        print(f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
+              f"{flops / step / 1e9 / peak:.0%} of the GEMM rate")
+        if name == "M":
+            split, _ = tgraph_sides(cfg, b, t, heads="split")
+            pair = {"split -O2": split["tgraph -O2 forward"],
+                    "batched -O2": sides["tgraph -O2 forward"]}
+            m = interleaved(pair, args.rounds)
+            print(f"split-heads graph at -O2 / batched build at -O2 (forward): "
+                  f"{m['split -O2'] / m['batched -O2']:.3f}")
+    if not args.no_pipeline:
+        (cold_p, cold_k), (warm_p, warm_k) = pipeline_seconds()
+        print(f"-O2 pipeline, gpt2-small forward+backward: passes {cold_p:.2f} s + kernels "
+              f"{cold_k:.2f} s cold cache; passes {warm_p:.2f} s + kernels {warm_k:.2f} s warm")
+
+
+if __name__ == "__main__":
+    main()
