@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tgraph.runtime import executable
 from tgraph.io import save_weights
 from tgraph.ir import Graph
 from tgraph.passes import training_graph
+from tgraph.runtime import executable
 from tgraph.train.optim import clip_grad_norm
 
 
