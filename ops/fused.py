@@ -66,6 +66,18 @@ def const_type(a: dict) -> TensorType:
     return TensorType(a["dtype"], ())
 
 
+def body_types(types, body) -> list[TensorType]:
+    """The types of the node's inputs followed by those of each body entry's result."""
+    env = list(types)
+    for k, entry in enumerate(body):
+        arg_types = [const_type(a) if isinstance(a, dict) else env[a]
+                     for a in entry.get("args", ())]
+        (t,) = infer_types(get_op(entry["op"]), _Probe(entry["op"], arg_types,
+                                                      entry.get("attrs", {}), k))
+        env.append(t)
+    return env
+
+
 @register_op
 class Fused(OpDef):
     """Elementwise ops fused into one loop (made by -O2); its body is the unfused chain."""
@@ -75,13 +87,7 @@ class Fused(OpDef):
 
     def infer(self, types, body, outputs):
         body_refs({"body": body, "outputs": outputs}, len(types))
-        env = list(types)
-        for k, entry in enumerate(body):
-            arg_types = [const_type(a) if isinstance(a, dict) else env[a]
-                         for a in entry.get("args", ())]
-            (t,) = infer_types(get_op(entry["op"]), _Probe(entry["op"], arg_types,
-                                                          entry.get("attrs", {}), k))
-            env.append(t)
+        env = body_types(types, body)
         return [env[a] for a in outputs]
 
     def kernel(self, xp, *arrays, body, outputs):
@@ -111,10 +117,10 @@ class Fused(OpDef):
         return [cts.get(v) for v in node.inputs]
 
     def examples(self, rng):
-        """bias + GELU, scaled by an inlined constant, with a row mean as a second output."""
+        """bias + GELU, times x, with a row mean as a second output."""
         body = [{"op": "add", "args": [0, 1], "attrs": {}},
                 {"op": "gelu", "args": [2], "attrs": {"approximate": "none"}},
-                {"op": "mul", "args": [3, {"value": 0.5, "dtype": "float64"}], "attrs": {}},
+                {"op": "mul", "args": [3, 0], "attrs": {}},
                 {"op": "mean", "args": [4], "attrs": {"axes": [-1], "keepdims": True}}]
         return [([rng.standard_normal((2, 3, 4)), rng.standard_normal(4)],
                  {"body": body, "outputs": [4, 5]})]

@@ -264,7 +264,37 @@ def _one_hot(e, n, ins):
     return e.op("Cast", [hit], to=onnx_dtype(n.attrs.get("dtype", "float32")))
 
 
+def _fused(e, n, ins):
+    """A fused node is written out as its body, op by op, each by its own rule."""
+    from types import SimpleNamespace
+
+    from tgraph.ops.fused import body_types
+    from tgraph.types import TensorType
+
+    types = body_types([v.type for v in n.inputs], n.attrs["body"])
+    values = [SimpleNamespace(type=t, dtype=t.dtype, shape=t.shape) for t in types]
+    names = list(ins)
+    for k, entry in enumerate(n.attrs["body"]):
+        args, arg_values = [], []
+        for a in entry["args"]:
+            if isinstance(a, dict):
+                args.append(e.scalar(a["value"], a["dtype"]))
+                t = TensorType(a["dtype"], ())
+                arg_values.append(SimpleNamespace(type=t, dtype=t.dtype, shape=()))
+            else:
+                args.append(names[a])
+                arg_values.append(values[a])
+        out = values[len(n.inputs) + k]
+        member = SimpleNamespace(op=entry["op"], attrs=entry.get("attrs", {}),
+                                 inputs=arg_values, outputs=[out], output=out, name=n.name,
+                                 scope=n.scope, where=n.where)
+        names.append(rule_for(member)(e, member, args))
+    res = [names[a] for a in n.attrs["outputs"]]
+    return res[0] if len(res) == 1 else res
+
+
 RULES = {
+    "fused": _fused,
     "add": _same("Add"), "sub": _same("Sub"), "mul": _same("Mul"), "div": _same("Div"),
     "pow": _same("Pow"), "maximum": _same("Max"), "neg": _same("Neg"), "exp": _same("Exp"),
     "log": _same("Log"), "sqrt": _same("Sqrt"), "rsqrt": _rsqrt, "tanh": _same("Tanh"),
