@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-onnx-dynamo test-matrix bootstrap dot gallery bench lint clean
+.PHONY: demo test test-onnx-dynamo test-matrix bootstrap dot gallery bench lint clean fuzz
 
 bootstrap: $(STAMP) dot
 
@@ -39,6 +39,14 @@ test-matrix: bootstrap
 # ONNX import of a torch.export-based export (20-40 s of export alone; not in make test)
 test-onnx-dynamo: bootstrap
 	TGRAPH_ONNX_DYNAMO=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_onnx_import.py -k dynamic
+
+# The hostile-input fuzzer beyond make test's 1,000-case sample: N seeded cases (mutated
+# graph and weights files, hostile arguments and names), counts of each outcome printed;
+# exit 1 on any traceback, hang, partial file, file outside the output, or injection.
+N ?= 10000
+JOBS ?= 2
+fuzz: bootstrap
+	cd tests && ../$(BIN)/python fuzzing.py --n $(N) --jobs $(JOBS)
 
 lint: bootstrap
 	$(BIN)/ruff check --select E,F,W,I --ignore E501,E402 tgraph ops backends tests examples benchmarks

@@ -65,6 +65,23 @@ KINDS = {  # kind -> (test, what the message says it must be)
 }
 
 
+def arity_problem(opdef, n_inputs: int) -> str | None:
+    """How many inputs the op's kernel takes (its array parameters, after ``xp`` and
+    before the attrs) against ``n_inputs``; None when they fit."""
+    params = list(inspect.signature(opdef.kernel).parameters.values())[1:]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None if n_inputs >= 1 else "takes at least 1 input, got 0"
+    attr_names = set(opdef.attr_kinds or ()) | set(
+        list(inspect.signature(opdef.infer).parameters)[1:])
+    arrays = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+              and p.name not in attr_names]
+    low = sum(p.default is p.empty for p in arrays)
+    if not low <= n_inputs <= len(arrays):
+        want = f"{low}" if low == len(arrays) else f"{low} to {len(arrays)}"
+        return f"takes {want} input{'s' * (len(arrays) != 1)}, got {n_inputs}"
+    return None
+
+
 def attr_problem(opdef, attrs: dict) -> str | None:
     """What is wrong with ``attrs`` for ``opdef``, in words; None when they fit."""
     if not isinstance(attrs, dict):

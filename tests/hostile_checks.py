@@ -4,7 +4,10 @@ no links (tgraph sets no URL), no event handlers, no reference to anything outsi
 
 from __future__ import annotations
 
+import json
+import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 FORBIDDEN_TAGS = {"script", "image", "foreignObject", "iframe", "object", "embed", "use",
                   "style"}
@@ -36,3 +39,22 @@ def svg_injections(data: bytes) -> list[str]:
             if "javascript:" in value.replace(" ", "").lower() and name != "title":
                 found.append(f"javascript: in {name} of <{tag}>")
     return found
+
+
+# attributes through which dot reads a file, links out or runs a script
+DANGEROUS_ATTRS = {"URL", "href", "image", "shapefile", "stylesheet", "imagepath", "fontpath",
+                   "target", "edgeURL", "headURL", "tailURL", "labelURL", "edgehref"}
+
+
+def dot_objects(dot_file: Path) -> list[dict]:
+    """The graph, its nodes/clusters and its edges as dot itself parses them (-Tjson0)."""
+    done = subprocess.run(["dot", "-Tjson0", str(dot_file)], capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    d = json.loads(done.stdout)
+    return [d, *d.get("objects", []), *d.get("edges", [])]
+
+
+def dot_injections(dot_file: Path) -> list[str]:
+    """Dangerous attributes on anything in a DOT file tgraph wrote; empty when clean."""
+    return [f"{sorted(DANGEROUS_ATTRS & o.keys())} on {o.get('name', 'an edge')!r}"
+            for o in dot_objects(dot_file) if DANGEROUS_ATTRS & o.keys()]

@@ -4,14 +4,12 @@ DOT re-read by ``dot`` and its attributes listed; default file names stay in the
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hostile_checks import svg_injections
+from hostile_checks import DANGEROUS_ATTRS, dot_objects, svg_injections
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,11 +36,6 @@ HOSTILE = [
     "",
     "x" * 20_000,
 ]
-# attributes through which dot reads a file, links out or runs a script
-DANGEROUS_ATTRS = {"URL", "href", "image", "shapefile", "stylesheet", "imagepath", "fontpath",
-                   "target", "edgeURL", "headURL", "tailURL", "labelURL", "edgehref"}
-
-
 def graph_named(name: str) -> Graph:
     """``name`` in every position a file can hold one: graph, input, scope, param, output."""
     g = Graph(name)
@@ -51,13 +44,6 @@ def graph_named(name: str) -> Graph:
         y = tb.matmul(x, g.param(name + "w", (4, 4)))
     g.set_output(name + "o", tb.relu(y))
     return g
-
-
-def dot_objects(dot_file: Path) -> list[dict]:
-    done = subprocess.run(["dot", "-Tjson0", str(dot_file)], capture_output=True, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    d = json.loads(done.stdout)
-    return [d, *d.get("objects", []), *d.get("edges", [])]
 
 
 @pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))

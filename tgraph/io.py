@@ -78,6 +78,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         pending = _PENDING.get()
         if pending is None:
             os.replace(tmp, path)
+        elif any(os.path.realpath(p) == os.path.realpath(path) for _, p in pending):
+            raise TGraphError(f"{clip(str(path))} is named for two outputs; give each its "
+                              "own file")
         else:
             pending.append((tmp, path))
     except BaseException:

@@ -271,9 +271,9 @@ class Graph:
 
 def infer_types(opdef, node: Node) -> list[TensorType]:
     """Run an op's shape rule; any complaint becomes one ShapeError naming node and shapes."""
-    from tgraph.ops.attrs import attr_problem
+    from tgraph.ops.attrs import arity_problem, attr_problem
 
-    problem = attr_problem(opdef, node.attrs)
+    problem = arity_problem(opdef, len(node.inputs)) or attr_problem(opdef, node.attrs)
     if problem:
         raise AttrError(f"{node.where()}: {problem}")
     types = [v.type for v in node.inputs]

@@ -17,7 +17,8 @@ def init_problem(spec) -> str | None:
     """What is wrong with an init spec, in words ("a ... spec"); None when it is valid."""
     what = ('an init spec: {"dist": "normal", "std": s}, {"dist": "uniform", "limit": a}, '
             '{"dist": "zeros"} or {"dist": "ones"} with 0 ≤ s, a ≤ 1e6')
-    if not isinstance(spec, dict) or spec.get("dist", "normal") not in DISTS:
+    if not isinstance(spec, dict) or not isinstance(spec.get("dist", "normal"), str) \
+            or spec.get("dist", "normal") not in DISTS:
         return what
     scale = DISTS[spec.get("dist", "normal")]
     if set(spec) - {"dist", scale}:

@@ -69,7 +69,8 @@ class _Checker:
                       (f"{x}" if isinstance(x, int) and abs(x) < 10**30 else x))
         return x
 
-    def typed(self, e, where: str) -> None:
+    def typed(self, e, where: str, concrete: bool = False) -> None:
+        """A name, dtype and shape; ``concrete``: int dims only (weights, constants)."""
         self.obj(e, where, ("name", "dtype", "shape"))
         self.name(e["name"], f"{where}.name")
         if e["dtype"] not in _DTYPES:
@@ -78,14 +79,15 @@ class _Checker:
         if len(shape) > MAX_RANK:
             self.fail(f"{where}.shape", f"of rank ≤ {MAX_RANK}", f"rank {len(shape)}")
         for i, d in enumerate(shape):
-            if isinstance(d, str) and len(d) <= 200:
+            if isinstance(d, str) and len(d) <= 200 and not concrete:
                 try:
                     norm_dim(d)
                     continue
                 except ValueError:
                     pass
             if isinstance(d, str) or isinstance(d, bool) or not isinstance(d, int):
-                self.fail(f"{where}.shape[{i}]", "an integer ≥ 0 or a symbol (B, B*T)", d)
+                self.fail(f"{where}.shape[{i}]", "an integer ≥ 0" if concrete else
+                          "an integer ≥ 0 or a symbol (B, B*T)", d)
             self.count(d, f"{where}.shape[{i}]", 0)
 
     def scope(self, x, where: str) -> None:
@@ -136,13 +138,13 @@ def check_graph_file(d: dict, source: str) -> None:
     for i, e in enumerate(c.lst(d["inputs"], "inputs")):
         c.typed(e, f"inputs[{i}]")
     for i, e in enumerate(c.lst(d["params"], "params")):
-        c.typed(e, f"params[{i}]")
+        c.typed(e, f"params[{i}]", concrete=True)
         if e.get("init") is not None:
             problem = init_problem(e["init"])
             if problem:
                 c.fail(f"params[{i}].init", problem, e["init"])
     for i, e in enumerate(c.lst(d["consts"], "consts")):
-        c.typed(e, f"consts[{i}]")
+        c.typed(e, f"consts[{i}]", concrete=True)
         if "data" not in e:
             raise GraphFileError(f"{source}: consts[{i}] has no 'data'")
     for i, e in enumerate(c.lst(d["nodes"], "nodes")):

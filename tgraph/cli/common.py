@@ -37,6 +37,9 @@ class Group(click.Group):
             load_installed()
             load_env()
             return super().invoke(ctx)
+        except click.UsageError as e:  # click repeats the bad value: cap it like ours
+            e.message = clip_line(e.message, MESSAGE_LIMIT - 60)
+            raise
         except TGraphError as e:
             fail(str(e))
         except OSError as e:
@@ -48,12 +51,15 @@ def _terminated(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def clip_line(message: str, limit: int) -> str:
+    """One line of at most ``limit`` characters."""
+    line = " ".join(str(message).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def fail(message: str) -> None:
     """``error: <message>`` as one line of at most MESSAGE_LIMIT characters, exit code 1."""
-    line = " ".join(str(message).split())
-    if len(line) > MESSAGE_LIMIT - 7:
-        line = line[:MESSAGE_LIMIT - 8] + "…"
-    click.echo("error: " + line, err=True)
+    click.echo("error: " + clip_line(message, MESSAGE_LIMIT - 7), err=True)
     sys.exit(1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tgraph.cli.common import (
+    Finite,
     graph_source,
     parse_pairs,
     plugin_option,
@@ -15,7 +16,7 @@ from tgraph.cli.common import (
 
 rankdir_option = click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB",
                               show_default=True, help="Data flows top-to-bottom or left-to-right.")
-budget_option = click.option("--time-budget", type=click.FloatRange(min=0.1), default=60.0,
+budget_option = click.option("--time-budget", type=Finite(0.1, 86400.0), default=60.0,
                              show_default=True, metavar="SECONDS",
                              help="Layout time before falling back to a collapsed depth.")
 

@@ -9,6 +9,7 @@ where.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -128,8 +129,9 @@ def write_view(view: View, path, rankdir: str = "TB", time_budget: float = 60.0,
             raise TGraphError(f"Graphviz 'dot' is not installed, so no {fmt.upper()} was drawn; "
                               f"the DOT source is in {dot_path} (install graphviz, e.g. "
                               f"'apt install graphviz', then: dot -T{fmt} {dot_path} -o {path})")
+        # killed past the budget or on any exception (SIGTERM too); dies with us on SIGKILL
         done = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True,
-                              timeout=time_budget, check=False)
+                              timeout=time_budget, check=False, preexec_fn=_die_with_parent)
         if done.returncode:
             raise TGraphError(f"dot failed on {path.name}: {done.stderr.decode(errors='replace')}")
         with atomic_write(path, "wb") as f:
@@ -138,6 +140,16 @@ def write_view(view: View, path, rankdir: str = "TB", time_budget: float = 60.0,
         _write_text(path, source)
     return Rendered(path, len(view.items), len(view.edges), depth,
                     time.perf_counter() - start)
+
+
+def _die_with_parent() -> None:
+    """In the `dot` child: get SIGKILL when tgraph dies, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_text(path: Path, text: str) -> None:
