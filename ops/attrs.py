@@ -10,6 +10,7 @@ their shape rule's signature and nothing more.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -65,20 +66,36 @@ KINDS = {  # kind -> (test, what the message says it must be)
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _signature(op_class) -> tuple:
+    """(input count range, attr names or None if open-ended, required attrs) read once per
+    op class from its kernel's and shape rule's signatures."""
+    infer = list(inspect.signature(op_class.infer).parameters.values())[2:]  # self, types
+    kernel = list(inspect.signature(op_class.kernel).parameters.values())[2:]  # self, xp
+    named = {p.name: p for p in infer if p.kind is not p.VAR_KEYWORD}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in infer)
+    required = tuple(k for k, p in named.items() if p.default is p.empty)
+    attr_names = set(op_class.attr_kinds or ()) | set(named)
+    if any(p.kind is p.VAR_POSITIONAL for p in kernel):
+        arity = (1, None)
+    else:
+        arrays = [p for p in kernel if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name not in attr_names]
+        arity = (sum(p.default is p.empty for p in arrays), len(arrays))
+    allowed = set(op_class.attr_kinds) if op_class.attr_kinds is not None else \
+        None if open_ended else set(named)
+    return arity, allowed, required
+
+
 def arity_problem(opdef, n_inputs: int) -> str | None:
     """How many inputs the op's kernel takes (its array parameters, after ``xp`` and
     before the attrs) against ``n_inputs``; None when they fit."""
-    params = list(inspect.signature(opdef.kernel).parameters.values())[1:]
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return None if n_inputs >= 1 else "takes at least 1 input, got 0"
-    attr_names = set(opdef.attr_kinds or ()) | set(
-        list(inspect.signature(opdef.infer).parameters)[1:])
-    arrays = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-              and p.name not in attr_names]
-    low = sum(p.default is p.empty for p in arrays)
-    if not low <= n_inputs <= len(arrays):
-        want = f"{low}" if low == len(arrays) else f"{low} to {len(arrays)}"
-        return f"takes {want} input{'s' * (len(arrays) != 1)}, got {n_inputs}"
+    (low, high), _, _ = _signature(type(opdef))
+    if high is None:
+        return None if n_inputs >= low else "takes at least 1 input, got 0"
+    if not low <= n_inputs <= high:
+        want = f"{low}" if low == high else f"{low} to {high}"
+        return f"takes {want} input{'s' * (high != 1)}, got {n_inputs}"
     return None
 
 
@@ -86,17 +103,13 @@ def attr_problem(opdef, attrs: dict) -> str | None:
     """What is wrong with ``attrs`` for ``opdef``, in words; None when they fit."""
     if not isinstance(attrs, dict):
         return f"attrs must be an object, got {type(attrs).__name__}"
-    params = list(inspect.signature(opdef.infer).parameters.values())[1:]
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
-    named = {p.name: p for p in params if p.kind is not p.VAR_KEYWORD}
+    _, allowed, required = _signature(type(opdef))
     kinds = opdef.attr_kinds
-    allowed = set(kinds) if kinds is not None else None if open_ended else set(named)
     if allowed is not None:
         unknown = sorted(set(attrs) - allowed)
         if unknown:
             return (f"unknown attr {unknown[0]!r} (the op takes "
                     f"{', '.join(sorted(allowed)) or 'no attrs'})")
-    required = [k for k, p in named.items() if p.default is p.empty]
     missing = [k for k in required if k not in attrs]
     if missing:
         return f"missing attr {missing[0]!r}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import random
@@ -69,10 +70,12 @@ class Outcome:
 
 @dataclass
 class Seeds:
-    """Real files, made once per run by tgraph itself (the CLI's build and grad)."""
+    """Real files, made once per run by tgraph itself (build_model, grad, save_weights)."""
 
     root: Path
     graphs: dict[str, dict] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # the graphs as JSON
+    paths: dict[str, list] = field(default_factory=dict)  # every path into each graph
     weights: dict[str, bytes] = field(default_factory=dict)
     text: Path | None = None
 
@@ -94,6 +97,8 @@ class Seeds:
                                           "context": 8}
         for name, g in models.items():
             s.graphs[name] = graph_to_json(g)
+            s.texts[name] = json.dumps(s.graphs[name])
+            s.paths[name] = [p for p in _paths(s.graphs[name]) if p]
             path = root / f"{name}.npz"
             tg.save_weights(tg.init_params(g, 0), path)
             s.weights[name] = path.read_bytes()
@@ -119,12 +124,16 @@ def _get(tree, path):
     return tree
 
 
-def mutate_json(d: dict, rng: random.Random) -> dict:
-    d = copy.deepcopy(d)
+def mutate_json(text: str, paths: list, rng: random.Random) -> dict:
+    """``paths``: the seed's; an earlier edit may have moved one, which is then skipped."""
+    d = json.loads(text)
     for _ in range(rng.randint(1, 3)):
-        paths = [p for p in _paths(d) if p]
         path = rng.choice(paths)
-        parent, key = _get(d, path[:-1]), path[-1]
+        try:
+            parent, key = _get(d, path[:-1]), path[-1]
+            parent[key]
+        except (KeyError, IndexError, TypeError):
+            continue
         action = rng.randrange(7)
         if action == 0:
             parent[key] = rng.choice(HOSTILE_VALUES)
@@ -133,7 +142,10 @@ def mutate_json(d: dict, rng: random.Random) -> dict:
         elif action == 2 and isinstance(parent, list):
             parent.insert(key, copy.deepcopy(parent[key]))
         elif action == 3:  # a real value from elsewhere: type confusion with plausible data
-            parent[key] = copy.deepcopy(_get(d, rng.choice(paths)))
+            try:
+                parent[key] = copy.deepcopy(_get(d, rng.choice(paths)))
+            except (KeyError, IndexError, TypeError):
+                pass
         elif action == 4 and isinstance(parent[key], str):
             parent[key] = parent[key] + rng.choice(HOSTILE_NAMES[:12])
         elif action == 5 and isinstance(parent[key], (int, float)) and not isinstance(
@@ -161,7 +173,6 @@ def mutate_plausible(d: dict, rng: random.Random) -> dict:
     changed, metadata hints changed."""
     from tgraph.ops import all_ops
 
-    d = copy.deepcopy(d)
     for _ in range(rng.randint(1, 2)):
         n = rng.choice(d["nodes"])
         action = rng.randrange(5)
@@ -226,8 +237,8 @@ def mutate_npz(data: bytes, rng: random.Random) -> bytes:
         descr = rng.choice(["|O", "<c8", "<U3", "|V4", "<M8[s]", "<f8", "<i8", "|b1", "}{"])
         body = members[victim][128:]
         members[victim] = npy_header((16, 16), descr) + body
-    elif action == 3:  # a zip bomb: megabytes of zeros compressing to kilobytes
-        members[victim] = npy_header((4096, 4096)) + b"\0" * (4096 * 4096 * 4)
+    elif action == 3:  # a zip bomb: 64 MiB of zeros compressed to 64 KiB
+        return _bomb(victim)
     elif action == 4:
         del members[victim]
     elif action == 5:
@@ -241,12 +252,22 @@ def mutate_npz(data: bytes, rng: random.Random) -> bytes:
     else:
         members[victim] = npy_header((16, 16), fortran=True) + members[victim][128:]
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
         for name, body in members.items():
             try:
                 z.writestr(name, body)
             except (UnicodeEncodeError, ValueError):
                 z.writestr("bad.npy", body)
+    return out.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def _bomb(name: str) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, npy_header((4096, 4096)) + b"\0" * (4096 * 4096 * 4))
     return out.getvalue()
 
 
@@ -272,21 +293,21 @@ def make_case(seeds: Seeds, index: int, base_seed: int = 0):
                        weights=[25, 25, 6, 14, 22, 8])[0]
     files: dict[str, bytes] = {}
     name = rng.choice(list(seeds.graphs))
-    graph = seeds.graphs[name]
     files["w.npz"] = seeds.weights[name]
     if kind in ("graph", "plausible", "graph_bytes"):
-        d = (mutate_plausible if kind == "plausible" else mutate_json)(graph, rng)
+        d = mutate_plausible(json.loads(seeds.texts[name]), rng) if kind == "plausible" \
+            else mutate_json(seeds.texts[name], seeds.paths[name], rng)
         text = json.dumps(d).encode("utf-8", "surrogatepass")
         files["g.json"] = mutate_bytes(text, rng) if kind == "graph_bytes" else text
         argv = rng.choice(GRAPH_COMMANDS)
     elif kind == "weights":
-        files["g.json"] = json.dumps(graph).encode()
+        files["g.json"] = seeds.texts[name].encode()
         files["w.npz"] = mutate_npz(seeds.weights[name], rng)
         argv = rng.choice([["run", "{g}", "--weights", "{w}", "--random"],
                            ["generate", "{g}", "--weights", "{w}", "--length", "2"],
                            ["run", "{g}", "--weights", "{w}", "--random", "--feed", "x={w}"]])
     elif kind == "names":
-        d = copy.deepcopy(graph)
+        d = json.loads(seeds.texts[name])
         hostile = rng.choice(HOSTILE_NAMES)
         target = rng.choice(["name", "scope", "input", "output", "param"])
         if target == "name":
@@ -363,7 +384,7 @@ def snapshot(root: Path) -> dict[str, int]:
 
 
 def run_case(seeds: Seeds, index: int, base_seed: int = 0, subprocess_mode: bool = False,
-             ) -> Outcome:
+             hang_s: float = HANG_S) -> Outcome:
     from tgraph.cli import main
 
     kind, argv, files = make_case(seeds, index, base_seed)
@@ -383,9 +404,9 @@ def run_case(seeds: Seeds, index: int, base_seed: int = 0, subprocess_mode: bool
         start = time.perf_counter()
         try:
             if subprocess_mode:
-                outcome = _run_subprocess(argv)
+                outcome = _run_subprocess(argv, hang_s)
             else:
-                outcome = _run_in_process(main, argv)
+                outcome = _run_in_process(main, argv, hang_s)
         finally:
             os.chdir(cwd)
         outcome.seconds = time.perf_counter() - start
@@ -397,19 +418,19 @@ def run_case(seeds: Seeds, index: int, base_seed: int = 0, subprocess_mode: bool
     return outcome
 
 
-def _run_in_process(main, argv) -> Outcome:
+def _run_in_process(main, argv, hang_s: float) -> Outcome:
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(HANG_S)
+    signal.setitimer(signal.ITIMER_REAL, hang_s)
     try:
         r = CliRunner().invoke(main, argv, catch_exceptions=True)
     except _Hang:
-        return Outcome("hang", f"over {HANG_S} s")
+        return Outcome("hang", f"over {hang_s:g} s")
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the CLI installs its own
     if isinstance(r.exception, _Hang):
-        return Outcome("hang", f"over {HANG_S} s")
+        return Outcome("hang", f"over {hang_s:g} s")
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         import traceback
 
@@ -418,12 +439,12 @@ def _run_in_process(main, argv) -> Outcome:
     return _judge_exit(r.exit_code, r.stderr)
 
 
-def _run_subprocess(argv) -> Outcome:
+def _run_subprocess(argv, hang_s: float) -> Outcome:
     try:
         done = subprocess.run([sys.executable, "-m", "tgraph", *argv], capture_output=True,
-                              timeout=HANG_S, check=False)
+                              timeout=hang_s, check=False)
     except subprocess.TimeoutExpired:
-        return Outcome("hang", f"over {HANG_S} s (subprocess)")
+        return Outcome("hang", f"over {hang_s:g} s (subprocess)")
     stderr = done.stderr.decode("utf-8", "replace")
     if "Traceback (most recent call last)" in stderr:
         return Outcome("traceback", stderr[-600:])
@@ -487,7 +508,8 @@ def _read_back(path: Path) -> tuple[str, str] | None:
 
 
 def run_cases(n: int, start: int = 0, base_seed: int = 0, every_subprocess: int = 0,
-              verbose: bool = False, seeds: Seeds | None = None) -> tuple[Counter, list]:
+              verbose: bool = False, seeds: Seeds | None = None,
+              hang_s: float = HANG_S) -> tuple[Counter, list]:
     """Counts of outcome kinds over cases start..start+n-1, and the failures."""
     os.environ.setdefault("TGRAPH_MAX_BYTES", str(2 << 30))  # one verdict on any machine
     own = seeds is None
@@ -497,7 +519,7 @@ def run_cases(n: int, start: int = 0, base_seed: int = 0, every_subprocess: int 
         counts, failures = Counter(), []
         for i in range(start, start + n):
             sub = bool(every_subprocess) and i % every_subprocess == 0
-            o = run_case(seeds, i, base_seed, sub)
+            o = run_case(seeds, i, base_seed, sub, hang_s)
             counts[o.kind] += 1
             counts["subprocess"] += sub
             counts["svg parsed"] += o.svgs

@@ -32,8 +32,10 @@ def seeds():
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_fuzz_sample(chunk, seeds, monkeypatch):
     monkeypatch.setenv("TGRAPH_MAX_BYTES", str(2 << 30))
+    # the 20 s hang limit is make fuzz's measure on a quiet machine; here only a real
+    # hang may fail the suite, never a slow shared CI host
     counts, failures = run_cases(PER_CHUNK, chunk * PER_CHUNK, seeds=seeds,
-                                 every_subprocess=50)
+                                 every_subprocess=50, hang_s=600)
     assert sum(counts[k] for k in ("ok", "error", "usage", *FAILURES)) == PER_CHUNK
     assert not failures, "\n".join(o.detail[:600] for o in failures)
     assert counts["ok"] and counts["error"]  # the sample reaches both sides
