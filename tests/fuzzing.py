@@ -561,8 +561,8 @@ def run_parallel(n: int, start: int, base_seed: int, every: int, jobs: int,
         for done, (c, f) in enumerate(pool.map(_chunk, chunks), 1):
             counts.update(c)
             failures += f
-            if verbose:
-                print(f"{done * 50} cases: {dict(counts)}", flush=True)
+            kinds = ", ".join(f"{k} {counts[k]}" for k in ("ok", "error", "usage", *FAILURES))
+            print(f"{min(done * 50, n)} cases: {kinds}", file=sys.stderr, flush=True)
     return counts, failures
 
 

@@ -16,6 +16,7 @@ from examples.demo import attention_block
 from tgraph.cli import main
 from tgraph.errors import AttrError
 from tgraph.ir import Graph
+from tgraph.render import render
 
 
 @pytest.fixture()
@@ -72,7 +73,25 @@ GRAPH_MUTATIONS = [  # (mutation, words the error must contain)
     (lambda d: d.update(name="\ud800"), "lone surrogate"),
     (lambda d: d["inputs"][0].update(shape=[2, "T²"]), "inputs[0].shape[1] must be"),
     (lambda d: d["inputs"][0].update(shape=[-2, 8, 32]), "inputs[0].shape[0] must be"),
+    (lambda d: d["consts"][0].update(shape=[1]), "data is not a float32 array of shape 1"),
 ]
+
+
+def test_scopes_1000_deep_are_refused_before_drawing(tmp_path):
+    g = Graph("deep")
+    x = g.input("x", (2,))
+    with g.scope("a/" * 1000):
+        y = tg.builder.relu(x)
+    g.set_output("y", y)
+    with pytest.raises(tg.TGraphError, match="scopes nest at most 64 levels"):
+        render(g, tmp_path / "g.svg")
+
+
+def test_a_nan_constant_renders(files):
+    path = mutate(files / "g.json", lambda d: d["consts"][0].update(data=float("nan")))
+    r = invoke("render", path, "-o", files / "g.svg")
+    assert r.exit_code == 0, r.output
+    assert "NaN" in (files / "g.svg").read_text()
 
 
 @pytest.mark.parametrize("i", range(len(GRAPH_MUTATIONS)))

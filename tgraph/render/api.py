@@ -43,6 +43,12 @@ def view_of(graph: Graph, depth: int | None = None, fold: bool | None = None,
         raise TGraphError(f"unknown colour measure {color!r}; choose {' or '.join(HEAT_NAMES)}")
     if depth is not None and depth < 0:
         raise TGraphError(f"depth must be 0 or more, got {depth}")
+    from tgraph.schema import MAX_SCOPE_DEPTH
+
+    deep = next((n for n in graph.nodes if n.scope.count("/") >= MAX_SCOPE_DEPTH), None)
+    if deep is not None:  # nested boxes are drawn recursively
+        raise TGraphError(f"{deep.where()[:120]}: scopes nest at most {MAX_SCOPE_DEPTH} levels "
+                          "deep in a diagram")
     unknown = set(expand) - DETAIL_SCOPES
     if unknown:
         raise TGraphError(f"cannot expand {', '.join(sorted(unknown))}: scopes drawn as one "

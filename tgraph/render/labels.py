@@ -21,6 +21,8 @@ def is_scalar_const(v) -> bool:
 def fmt_scalar(x: float) -> str:
     """0.125 -> '1/√64', 2.0 -> '2', -inf -> '−∞'."""
     x = float(x)
+    if math.isnan(x):  # a constant from a file may be NaN
+        return "NaN"
     if math.isinf(x):
         return "−∞" if x < 0 else "∞"
     if x == int(x) and abs(x) < 1e6:
