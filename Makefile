@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-onnx-dynamo test-matrix bootstrap dot gallery bench lint clean fuzz
+.PHONY: demo test test-onnx-dynamo test-matrix bootstrap dot chromium gallery bench lint clean fuzz
 
-bootstrap: $(STAMP) dot
+bootstrap: $(STAMP) dot chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,14 @@ dot:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
 	@dot -V
+
+# Debian's chromium for the viewer's browser tests (Playwright drives it; its own browser
+# download is not used). If it cannot be installed, those tests skip saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the browser tests will skip"
 
 demo: bootstrap
 	$(BIN)/python examples/demo.py

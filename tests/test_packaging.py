@@ -49,3 +49,8 @@ def test_wheel_installs_every_subpackage_outside_the_repo(tmp_path):
     module = subprocess.run([sys.executable, "-m", "tgraph", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, env=env)
     assert module.returncode == 0 and "Usage" in module.stdout
+    viewer = subprocess.run([site / "bin" / "tgraph", "render", "gpt", "--preset", "tiny",
+                             "--depth", "1", "-o", "v.html"], cwd=tmp_path, capture_output=True,
+                            text=True, env=env)
+    assert viewer.returncode == 0, viewer.stderr  # the viewer's JS and CSS are in the wheel
+    assert "window.tgraphViewer" in (tmp_path / "v.html").read_text(encoding="utf-8")

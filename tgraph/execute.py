@@ -105,12 +105,14 @@ class Executable:
 
     # ----- running -----------------------------------------------------------
     def run(self, feeds: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
-            dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-        """Outputs as NumPy arrays, by output name."""
-        out = self.run_device(feeds, params, dims)
+            dims: Mapping[str, int] | None = None,
+            observe: Callable[[Node, list], None] | None = None) -> dict[str, np.ndarray]:
+        """Outputs as NumPy arrays, by output name. ``observe(node, outputs)``, when given,
+        sees every node's outputs (on the device) right after its step, before any is freed."""
+        out = self.run_device(feeds, params, dims, observe)
         return {k: self.backend.to_numpy(a) for k, a in out.items()}
 
-    def run_device(self, feeds=None, params=None, dims=None) -> dict[str, Any]:
+    def run_device(self, feeds=None, params=None, dims=None, observe=None) -> dict[str, Any]:
         """Like run, but outputs stay on the backend's device."""
         feeds, params = dict(feeds or {}), dict(params or {})
         g, be = self.graph, self.backend
@@ -140,6 +142,8 @@ class Executable:
                         buf[s] = r
                 if self.check:
                     self._check(st, buf, env)
+                if observe is not None:
+                    observe(st.node, [buf[s] for s in st.outs])
                 for s in st.free:
                     buf[s] = None
         except (IndexError, ValueError, FloatingPointError, ArithmeticError) as e:

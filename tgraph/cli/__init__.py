@@ -10,7 +10,7 @@ from tgraph.cli.compile_cmd import compile_cmd
 from tgraph.cli.core import info_cmd, ops_cmd, run_cmd
 from tgraph.cli.interop_cmd import export_cmd, import_cmd
 from tgraph.cli.models_cmd import build_cmd, models_cmd
-from tgraph.cli.render_cmd import diff_cmd, render_cmd
+from tgraph.cli.render_cmd import diff_cmd, render_cmd, view_cmd
 from tgraph.cli.replace_cmd import replace_op_cmd
 from tgraph.cli.train_cmd import generate_cmd, grad_cmd, train_cmd
 
@@ -22,6 +22,6 @@ def main():
 
 
 for command in (ops_cmd, info_cmd, run_cmd, compile_cmd, models_cmd, build_cmd, render_cmd,
-                diff_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd, export_cmd,
-                import_cmd, bench_cmd):
+                diff_cmd, view_cmd, grad_cmd, train_cmd, generate_cmd, replace_op_cmd,
+                export_cmd, import_cmd, bench_cmd):
     main.add_command(command)

@@ -70,7 +70,8 @@ def with_backward(graph: Graph) -> Graph:
 
 def render(graph: Graph, path, depth: int | None = None, fold: bool | None = None,
            backward: bool = False, rankdir: str = "TB", color: str | None = None,
-           time_budget: float = 60.0, expand: tuple[str, ...] = ()) -> Rendered:
+           time_budget: float = 60.0, expand: tuple[str, ...] = (),
+           attention=None) -> Rendered:
     """Draw ``graph`` into ``path`` (.svg, .png, .pdf or .dot).
 
     depth: scopes deeper than this collapse into one box (None: every primitive).
@@ -78,10 +79,13 @@ def render(graph: Graph, path, depth: int | None = None, fold: bool | None = Non
     backward: draw the backward pass beside the forward one.
     color: "flops" or "params" shades each box by its share.
     expand: detail scopes drawn as one box by default ("positions") to draw op by op.
+    attention: ``values.Pattern``s from a run, drawn inside their softmax (or head) boxes.
     """
+    from tgraph.render.values import attach_patterns
+
     if backward:
         graph = with_backward(graph)
-    view = view_of(graph, depth, fold, color, expand)
+    view = attach_patterns(graph, view_of(graph, depth, fold, color, expand), attention)
     try:
         return write_view(view, path, rankdir, time_budget, depth)
     except subprocess.TimeoutExpired:
@@ -92,7 +96,7 @@ def render(graph: Graph, path, depth: int | None = None, fold: bool | None = Non
     note = (f"laying out {len(view.items)} boxes took over {time_budget:g} s; drew depth "
             f"{fallback} folded instead (the full DOT is in {full}; lay it out with: "
             f"dot -Tsvg {full} -o out.svg)")
-    small = view_of(graph, fallback, True, color, expand)
+    small = attach_patterns(graph, view_of(graph, fallback, True, color, expand), attention)
     try:
         drawn = write_view(small, path, rankdir, time_budget, fallback)
     except subprocess.TimeoutExpired:

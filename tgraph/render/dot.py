@@ -83,8 +83,9 @@ LEGEND = {  # mark or kind -> (swatch colour, text)
 }
 
 
-def item_label(lines: list[str], kind: str, fill: str) -> HtmlLabel:
-    """Title (bold for ops and blocks) and detail lines, in inks that read on ``fill``."""
+def item_label(lines: list[str], kind: str, fill: str, heatmap=None) -> HtmlLabel:
+    """Title (bold for ops and blocks) and detail lines, in inks that read on ``fill``;
+    an attention pattern under them as a table of cells."""
     title, *rest = lines
     ink = ink_on(fill)
     detail = SECONDARY if contrast(SECONDARY, fill) >= AA else ink
@@ -92,10 +93,26 @@ def item_label(lines: list[str], kind: str, fill: str) -> HtmlLabel:
                    for x in rest)
     bold = kind in ("op", "block", "input", "output")
     text = f"{'<B>' if bold else ''}{html_text(title)}{'</B>' if bold else ''}"
-    return html_label(f'<FONT COLOR="{ink}">{text}</FONT>{body}')
+    text = f'<FONT COLOR="{ink}">{text}</FONT>{body}'
+    if heatmap is None:
+        return html_label(text)
+    return html_label(f'<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR><TD>{text}</TD>'
+                      f"</TR><TR><TD>{heatmap_table(heatmap)}</TD></TR></TABLE>")
 
 
-def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
+def heatmap_table(weights, side: int = 96) -> str:
+    """A matrix of weights in [0, 1] as a table of coloured cells (white to blue, sqrt scale,
+    as in the HTML viewer): rows are queries, columns keys."""
+    cell = max(2, side // max(len(weights), len(weights[0])))
+    rows = "".join(
+        "<TR>" + "".join(
+            f'<TD BGCOLOR="#{s:02x}{s:02x}ff" WIDTH="{cell}" HEIGHT="{cell}" FIXEDSIZE="TRUE"></TD>'
+            for s in (round(255 * (1 - min(max(float(v), 0.0), 1.0) ** 0.5)) for v in row))
+        + "</TR>" for row in weights)
+    return f'<TABLE BORDER="1" COLOR="#888888" CELLBORDER="0" CELLSPACING="0">{rows}</TABLE>'
+
+
+def to_dot(view: View, rankdir: str = "TB", large: int = 600, legend: bool = True) -> Digraph:
     g = Digraph("tgraph", graph_attr={
         "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t", "newrank": "true",
         "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.22",
@@ -136,7 +153,8 @@ def to_dot(view: View, rankdir: str = "TB", large: int = 600) -> Digraph:
             g.edge(e.dst, e.src, **attrs)
         else:
             g.edge(e.src, e.dst, **attrs)
-    _legend(g, view)
+    if legend:
+        _legend(g, view)
     return g
 
 
@@ -149,7 +167,7 @@ def _emit(g, path: Path, view: View, members, children, serial, beside) -> None:
                 attrs.update(style)
         if item.heat is not None and view.heat:
             attrs["fillcolor"] = legible(heat_fill(item.heat, view.heat))
-        g.node(node_id, item_label(item.lines, item.kind, attrs["fillcolor"]),
+        g.node(node_id, item_label(item.lines, item.kind, attrs["fillcolor"], item.heatmap),
                tooltip=item.tooltip, **{"class": " ".join([item.kind, *sorted(item.marks)])},
                **attrs)
     if path == ():  # inputs on top, outputs at the bottom

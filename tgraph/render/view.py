@@ -38,6 +38,7 @@ class Item:
     tooltip: str = ""
     marks: set[str] = field(default_factory=set)  # residual, backward, folded, added, ...
     heat: float | None = None  # FLOPs or parameters relative to the largest item's
+    heatmap: list[list[float]] | None = None  # an attention pattern drawn in the box
 
 
 @dataclass
