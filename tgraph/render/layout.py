@@ -83,6 +83,19 @@ def scope_layouts(graph: Graph, fold: bool = True, rankdir: str = "TB",
                 titles[made_by[dot_id][1]] = " · ".join(item.lines[:2] if "folded" in item.marks
                                           else item.lines[:1])
         _take_edges([s for s in layouts.values() if level(s.path) == depth - 1], view)
+    # scopes a finite depth always boxes (the backward of a leaf block) open at depth None
+    view = build_view(graph, None, fold, color, OPENABLE)
+    keys, late = item_keys(graph, view), {}
+    for dot_id, item in view.items.items():
+        home = item.cluster
+        if home in layouts or home in ((), (BACKWARD,)):
+            continue
+        if home not in late:
+            late[home] = ScopeLayout(home, View(titles.get(home, home[-1]), heat=color))
+        late[home].view.items[dot_id] = replace(item, cluster=())
+        late[home].keys[dot_id] = keys[dot_id]
+    _take_edges(list(late.values()), view)
+    layouts.update(late)
     ordered = sorted(layouts.values(), key=lambda s: (len(s.path), s.path))
     _lay_out(ordered, rankdir, time_budget)
     return ordered
