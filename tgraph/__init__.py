@@ -5,6 +5,13 @@ and compile.
     from tgraph import builder as tb
 """
 
+import os
+
+# OpenBLAS's threads spin for ~2**28 cycles after each GEMM; in between, tgraph's fused
+# kernels want those cores (a GELU gradient ran at half speed beside them). A short spin,
+# unless the user chose one; it takes effect only if NumPy is not imported yet.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from tgraph import ops  # noqa: F401  (registers the built-in ops)
 from tgraph.errors import TGraphError
 from tgraph.execute import Executable, run
