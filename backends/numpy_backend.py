@@ -1,4 +1,5 @@
-"""The CPU backend: the registry's kernels run with xp = numpy."""
+"""The CPU backend: the registry's kernels run with xp = numpy, a few replaced by faster
+ones (numpy_kernels.py), and fused nodes by compiled loops (tgraph/codegen)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit
 class NumpyBackend:
     name = "numpy"
     xp = np
-    kernels: dict = {}
 
     def __init__(self):
+        from tgraph.backends.numpy_kernels import KERNELS
+
+        self.kernels = KERNELS
         reuse_freed_memory()
 
     def asarray(self, a, dtype=None):

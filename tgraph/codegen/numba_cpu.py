@@ -24,7 +24,6 @@ only where the work pays for them.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -32,20 +31,18 @@ import math
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from tgraph.errors import BackendError
+from tgraph.parallel import split
 
 _LOADED: dict[str, object] = {}
 #: generated float32 kernels inline vecmath: a change there must not reuse an old kernel
 _VECMATH_VERSION = hashlib.sha256(
     (Path(__file__).parent / "vecmath.py").read_bytes()).hexdigest()[:12]
 _LOCK = threading.Lock()
-#: below this many output elements a kernel runs on the calling thread only
-PARALLEL_MIN = 1 << 15
 
 
 def cache_dir() -> Path:
@@ -151,22 +148,28 @@ def _literal(a: dict) -> str:
 
 
 def load(attrs: dict, kinds: str, ndim: int, fast: bool):
-    """The jitted kernel for a body read as ``kinds``: from this process's memo, else the
-    file cache, else written there now (atomically, so concurrent processes agree)."""
-    key = canonical(attrs, kinds, ndim, fast)
+    """The jitted kernel for a body read as ``kinds``."""
+    return load_source(canonical(attrs, kinds, ndim, fast),
+                       lambda: source(attrs, kinds, ndim, fast))
+
+
+def load_source(key: str, make_source) -> object:
+    """``kernel`` of the module ``make_source()`` writes, keyed by ``key``: from this
+    process's memo, else the file cache, else written there now (atomically, so concurrent
+    processes agree)."""
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
         try:
             import numba  # noqa: F401
         except ImportError as e:
-            raise BackendError("fused kernels need numba (pip install numba)") from e
+            raise BackendError("compiled kernels need numba (pip install numba)") from e
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         path = cache_dir() / f"fused_{digest}.py"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source(attrs, kinds, ndim, fast))
+            tmp.write_text(make_source())
             os.replace(tmp, path)
         name = f"tgraph_fused_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
@@ -208,13 +211,7 @@ class FusedKernel:
         args = [_as_read(a, kind, loop) for a, kind in zip(arrays, kinds)]
         args += [o.reshape(rows) if red else o.reshape(rows, n)
                  for o, red in zip(outs, self.reduced)]
-        parts = _pool_size() if math.prod(shape) >= PARALLEL_MIN else 1
-        bounds = [rows * i // parts for i in range(parts + 1)]
-        futures = [_pool().submit(kernel, a, b, n, *args)
-                   for a, b in zip(bounds[1:-1], bounds[2:])]
-        kernel(bounds[0], bounds[1], n, *args)
-        for f in futures:
-            f.result()
+        split(lambda r0, r1: kernel(r0, r1, n, *args), rows, math.prod(shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
@@ -224,14 +221,3 @@ def _as_read(a: np.ndarray, kind: str, loop: tuple[int, ...]) -> np.ndarray:
     if kind == STRIDED:
         return np.broadcast_to(a, loop)
     return np.ascontiguousarray(a).reshape(-1)  # COLUMN, ROW, SCALAR: small, or already flat
-
-
-def _pool_size() -> int:
-    """Threads a kernel splits over: NUMBA_NUM_THREADS if set, else the usable cores."""
-    env = os.environ.get("NUMBA_NUM_THREADS")
-    return max(1, int(env)) if env and env.isdigit() else len(os.sched_getaffinity(0))
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(_pool_size() - 1, 1), thread_name_prefix="tgraph-kernel")

@@ -1,0 +1,54 @@
+"""The NumPy backend's faster kernels, by op name: each takes the registry kernel's place
+where its arrays allow and hands over to it otherwise, so results agree to rounding.
+
+- ``softmax`` and ``softmax_grad`` along the last axis, and ``mask`` from a causal or
+  window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
+  cores. NumPy takes 3-5 passes and temporaries for each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tgraph.ops.registry import get_op
+from tgraph.parallel import split
+
+
+def _rows(body: str, op: str):
+    from tgraph.codegen.rows import row_kernel
+
+    def kernel(xp, *arrays, axis=-1):
+        x = arrays[0]
+        if (axis % x.ndim != x.ndim - 1 or x.dtype.kind != "f" or not x.size
+                or any(a.dtype != x.dtype or a.shape != x.shape for a in arrays)):
+            return get_op(op).kernel(xp, *arrays, axis=axis)
+        rows = [np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in arrays]
+        out = np.empty_like(rows[0])
+        fn = row_kernel(body, x.dtype)
+        split(lambda r0, r1: fn(r0, r1, *rows, out), len(out), x.size)
+        return out.reshape(x.shape)
+
+    return kernel
+
+
+def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
+    from tgraph.codegen.rows import MASK, row_kernel
+
+    if keep or x.dtype.kind != "f" or not x.size:
+        return get_op("mask").kernel(xp, x, *keep, causal=causal, window=window, fill=fill)
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    fn, value = row_kernel(MASK, x.dtype), x.dtype.type(float(fill))
+    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window), value),
+          len(out), x.size)
+    return out.reshape(x.shape)
+
+
+def _kernels() -> dict:
+    from tgraph.codegen.rows import SOFTMAX, SOFTMAX_GRAD
+
+    return {"softmax": _rows(SOFTMAX, "softmax"),
+            "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask}
+
+
+KERNELS = _kernels()

@@ -1,0 +1,99 @@
+"""The NumPy backend's compiled kernels against float64 references, with bounds from the
+maths: vecmath's exp/erfc/tanh (vectorizable, for float32 results), the row kernels for
+softmax, its gradient and the mask (tgraph/codegen/rows.py), and a float32 exact-GELU
+gradient fused through vecmath."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import special
+
+import tgraph as tg
+from tgraph import builder as tb
+from tgraph.backends.numpy_kernels import KERNELS
+from tgraph.codegen import vecmath
+from tgraph.ops.registry import get_op
+from tgraph.passes import optimize
+
+U32 = 2.0**-24  # float32 unit roundoff
+
+
+def test_vecmath_functions_are_accurate_for_float32_results():
+    x = np.linspace(-100, 88, 20001)
+    assert max(abs(vecmath.exp(v) / np.exp(v) - 1) for v in x) < 1e-8
+    z = np.linspace(-5, 9, 4001)  # erfc(9) = 4e-37, still a normal float32
+    assert max(abs(vecmath.erfc(v) / special.erfc(v) - 1) for v in z) < 1.3e-7  # NR's fit
+    t = np.r_[np.linspace(-20, 20, 4001), 1e-9, -3e-4, 0.0]
+    assert max(abs(vecmath.tanh(v) - np.tanh(v)) / max(abs(np.tanh(v)), 1e-300) for v in t) < 1e-8
+    assert np.isnan(vecmath.exp(np.nan)) and vecmath.exp(-np.inf) == 0.0
+    assert vecmath.exp(np.inf) == np.inf and vecmath.tanh(np.inf) == 1.0
+    assert vecmath.erfc(-np.inf) == 2.0 and vecmath.erfc(np.inf) == 0.0
+
+
+def scores(rng, shape, dtype):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[..., 1, 2:] = -np.inf  # a masked tail
+    x[..., 0, :] = -np.inf  # a fully masked row
+    return x
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 6), (4, 300, 40)])  # serial, and split
+def test_softmax_rows_float32_within_a_few_ulps_of_float64(shape):
+    x = scores(np.random.default_rng(0), shape, np.float32)
+    got = KERNELS["softmax"](np, x, axis=-1)
+    want = get_op("softmax").kernel(np, x.astype(np.float64), axis=-1)
+    assert got.dtype == np.float32 and np.all(got[..., 0, :] == 0)
+    # exp (5e-9) and three float32 roundings (e, its sum's share, the quotient)
+    assert np.all(np.abs(got - want) <= 4 * U32 * want)
+
+
+def test_softmax_rows_float64_agree_with_the_registry_kernel():
+    x = scores(np.random.default_rng(1), (3, 5, 7, 7), np.float64)
+    np.testing.assert_allclose(KERNELS["softmax"](np, x, axis=-1),
+                               get_op("softmax").kernel(np, x, axis=-1), rtol=1e-13, atol=0)
+    y = get_op("softmax").kernel(np, x, axis=1)  # not the last axis: the registry kernel
+    np.testing.assert_array_equal(KERNELS["softmax"](np, x, axis=1), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_grad_rows_within_the_summation_bound(dtype):
+    rng = np.random.default_rng(2)
+    y = get_op("softmax").kernel(np, rng.standard_normal((4, 300, 50)), axis=-1).astype(dtype)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = KERNELS["softmax_grad"](np, y, g, axis=-1)
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    gy = g64 * y64
+    want = gy - y64 * gy.sum(-1, keepdims=True)
+    u = U32 if dtype == np.float32 else 2.0**-53
+    terms = np.abs(gy) + np.abs(y64) * np.abs(gy).sum(-1, keepdims=True)
+    assert np.all(np.abs(got - want) <= (y.shape[-1] + 3) * u * terms)
+
+
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(window=2), dict(causal=True, window=1),
+                                dict(causal=True, fill="0")])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 5), (2, 4, 7), (3, 200, 9, 9)])
+def test_mask_rows_equal_the_registry_kernel(shape, kw):
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(KERNELS["mask"](np, x, **kw),
+                                  get_op("mask").kernel(np, x, **kw))
+
+
+def test_float32_fused_gelu_gradient_is_within_float32_rounding():
+    g = tg.Graph("gelu_grad")
+    x = g.input("x", (64, 1024), "float32")
+    up = g.input("g", (64, 1024), "float32")
+    g.set_output("dx", tb.apply("gelu_grad", x, up, approximate="none"))
+    fast = optimize(g, 2)[0]
+    assert [n.op for n in fast.nodes] == ["fused"]
+    rng = np.random.default_rng(4)
+    xv = (rng.standard_normal((64, 1024)) * 3).astype(np.float32)
+    gv = rng.standard_normal((64, 1024)).astype(np.float32)
+    got = tg.run(fast, {"x": xv, "g": gv})["dx"]
+    x64 = xv.astype(np.float64)
+    phi = np.exp(-x64 * x64 / 2) / np.sqrt(2 * np.pi)
+    cdf = special.ndtr(x64)
+    want = gv * (cdf + x64 * phi)
+    terms = np.abs(gv) * (cdf + np.abs(x64) * phi)
+    # erfc's fit 1.2e-7, exp 5e-9, float32 result: relative to the size of the terms
+    assert np.all(np.abs(got - want) <= 3e-7 * terms + 1e-37)

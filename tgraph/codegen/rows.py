@@ -1,0 +1,74 @@
+"""Row kernels: softmax, its gradient and the causal/window mask along the last axis, one
+Numba loop per row.
+
+NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
+divide), with a temporary for each; a row of attention scores fits in L1, so one loop that
+reads it three times is what PyTorch's kernel does too. The source is written out and
+cached like a fused kernel's (numba_cpu.load_source). float32 rows use vecmath's exp; float64
+rows libm's and the reference's order of operations, so they agree with the registry kernel
+to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tgraph.codegen.numba_cpu import _VECMATH_VERSION, load_source
+
+_HEADER = """import numpy as np
+from numba import njit
+{math}
+
+
+@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})
+"""
+
+# matches ops/reduce.py's Softmax: a row with no finite maximum is shifted by 0, and a row
+# whose exponentials sum to 0 (all -inf) gives zeros
+SOFTMAX = """def kernel(r0, r1, x, out):
+    n = x.shape[1]
+    for r in range(r0, r1):
+        m = x[r, 0]
+        for j in range(1, n):
+            m = max(m, x[r, j])
+        m = m if np.isfinite(m) else 0.0
+        s = 0.0
+        for j in range(n):
+            e = math.exp(x[r, j] - m)
+            out[r, j] = e
+            s += out[r, j]
+        s = s if s != 0.0 else 1.0
+        for j in range(n):
+            out[r, j] = out[r, j] / s
+"""
+
+# ops/fused_grads.py's SoftmaxGrad: g·y − y·Σ(g·y)
+SOFTMAX_GRAD = """def kernel(r0, r1, y, g, out):
+    n = y.shape[1]
+    for r in range(r0, r1):
+        s = 0.0
+        for j in range(n):
+            out[r, j] = g[r, j] * y[r, j]
+            s += out[r, j]
+        for j in range(n):
+            out[r, j] = out[r, j] - y[r, j] * s
+"""
+
+# ops/masking.py's Mask without a keep input: query i (aligned to the last keys) keeps key j
+# where j <= i (causal) and |j - i| <= window (window > 0)
+MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
+    s = x.shape[1]
+    for r in range(r0, r1):
+        i = r % t + (s - t)
+        for j in range(s):
+            keep = (not causal or j <= i) and (window == 0 or abs(j - i) <= window)
+            out[r, j] = x[r, j] if keep else fill
+"""
+
+
+def row_kernel(body: str, dtype) -> object:
+    fast = np.dtype(dtype) == np.float32
+    text = _HEADER.format(
+        math="from tgraph.codegen import vecmath as math" if fast else "import math",
+        flags='{"contract", "nsz", "arcp", "reassoc"}' if fast else "set()") + body
+    return load_source(f"{text}\n{_VECMATH_VERSION if fast else ''}", lambda: text)
