@@ -1,8 +1,8 @@
 """The NumPy backend's faster kernels, by op name: each takes the registry kernel's place
 where its arrays allow and hands over to it otherwise, so results agree to rounding.
 
-- ``softmax`` and ``softmax_grad`` along the last axis, and ``mask`` from a causal or
-  window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
+- ``softmax``, ``softmax_grad`` and ``layernorm`` along the last axis, and ``mask`` from a
+  causal or window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
   cores. NumPy takes 3-5 passes and temporaries for each.
 """
 
@@ -44,11 +44,25 @@ def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
     return out.reshape(x.shape)
 
 
+def layernorm(xp, x, g, b, eps=1e-5):
+    from tgraph.codegen.rows import LAYERNORM, row_kernel
+
+    if x.dtype.kind != "f" or not x.size or g.dtype != x.dtype or b.dtype != x.dtype:
+        return get_op("layernorm").kernel(xp, x, g, b, eps=eps)
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    g, b = np.ascontiguousarray(g), np.ascontiguousarray(b)
+    out = np.empty_like(rows)
+    fn = row_kernel(LAYERNORM, x.dtype)
+    split(lambda r0, r1: fn(r0, r1, rows, g, b, out, float(eps)), len(out), x.size)
+    return out.reshape(x.shape)
+
+
 def _kernels() -> dict:
     from tgraph.codegen.rows import SOFTMAX, SOFTMAX_GRAD
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
-            "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask}
+            "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
+            "layernorm": layernorm}
 
 
 KERNELS = _kernels()

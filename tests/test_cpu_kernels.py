@@ -97,3 +97,21 @@ def test_float32_fused_gelu_gradient_is_within_float32_rounding():
     terms = np.abs(gv) * (cdf + np.abs(x64) * phi)
     # erfc's fit 1.2e-7, exp 5e-9, float32 result: relative to the size of the terms
     assert np.all(np.abs(got - want) <= 3e-7 * terms + 1e-37)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layernorm_rows_within_rounding_of_float64(dtype):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 100, 64)) * 3 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal((2, 64)).astype(dtype)
+    got = KERNELS["layernorm"](np, x, gamma, beta, eps=1e-5)
+    x64, g64, b64 = (a.astype(np.float64) for a in (x, gamma, beta))
+    xhat = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    want = xhat * g64 + b64
+    u = U32 if dtype == np.float32 else 2.0**-53
+    # x − mean, ·rstd, ·gamma, +beta each rounded once; the float64 row sums' error
+    # (n·2⁻⁵³ of Σ|x|, through 1/σ) moves x̂ by n·2⁻⁵³·mean|x|/σ·(1 + |x̂|)
+    n = x.shape[-1]
+    stats = (n * 2.0**-53 * np.abs(x64).mean(-1, keepdims=True)
+             / x64.std(-1, keepdims=True) * (1 + np.abs(xhat)) * np.abs(g64))
+    assert np.all(np.abs(got - want) <= 8 * u * (np.abs(xhat * g64) + np.abs(b64)) + stats)

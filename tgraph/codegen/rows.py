@@ -1,5 +1,5 @@
-"""Row kernels: softmax, its gradient and the causal/window mask along the last axis, one
-Numba loop per row.
+"""Row kernels: softmax, its gradient, the causal/window mask and LayerNorm along the last
+axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
 divide), with a temporary for each; a row of attention scores fits in L1, so one loop that
@@ -63,6 +63,23 @@ MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
         for j in range(s):
             keep = (not causal or j <= i) and (window == 0 or abs(j - i) <= window)
             out[r, j] = x[r, j] if keep else fill
+"""
+
+# ops/reduce.py's Layernorm: statistics summed in float64
+LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
+    n = x.shape[1]
+    for r in range(r0, r1):
+        s = 0.0
+        for j in range(n):
+            s += x[r, j]
+        mu = s / n
+        v = 0.0
+        for j in range(n):
+            d = x[r, j] - mu
+            v += d * d
+        rstd = 1.0 / math.sqrt(v / n + eps)
+        for j in range(n):
+            out[r, j] = (x[r, j] - mu) * rstd * g[j] + b[j]
 """
 
 
