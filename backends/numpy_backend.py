@@ -40,6 +40,24 @@ class NumpyBackend:
             return FusedKernel(node)
         return None
 
+    def writes_into(self, node):
+        """``into(out, *arrays)`` computing the node into ``out`` (an input that dies at this
+        step, of the result's shape and dtype), for the ops that can; else None."""
+        if node.op in _UFUNCS:
+            ufunc = _UFUNCS[node.op]
+            return lambda out, a, b: ufunc(a, b, out=out)
+        if node.op == "fused":
+            from tgraph.codegen import FusedKernel
+
+            kernel = FusedKernel(node)
+            return lambda out, *arrays: kernel(*arrays, into=out)
+        return None
+
+
+#: element-wise ops whose result can overwrite an input (NumPy ufuncs read each element
+#: before writing it)
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
+
 
 @functools.cache
 def reuse_freed_memory() -> None:

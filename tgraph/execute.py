@@ -2,7 +2,9 @@
 
 A schedule is a list of steps (kernel, input slots, output slots, slots to free after the
 step). Slots hold arrays in a flat list; an intermediate's slot is cleared right after its
-last use, so a forward pass holds only what is still needed. Symbolic dims (``B``, ``T``)
+last use, so a forward pass holds only what is still needed. Where the backend can write an
+op's result into an input that dies at that step (same shape and dtype), it does, when at
+run time nothing else holds that array: no allocation, no page faults on a fresh buffer. Symbolic dims (``B``, ``T``)
 are bound from the feeds on each run; attrs that carry shapes are bound then too.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,8 @@ class Step:
     outs: tuple[int, ...]
     free: tuple[int, ...]
     symbolic: bool  # has shape attrs with symbols, bound per run
+    reuse: tuple[int, ...] = ()  # input positions whose array may take the result
+    into: Callable | None = None  # the kernel writing into a given array: into(out, *ins)
 
 
 class Executable:
@@ -64,17 +69,24 @@ class Executable:
                 free_at.setdefault(i, []).append(s)
         self.steps: list[Step] = []
         prepare = getattr(self.backend, "prepare", lambda node: None)
+        writes_into = getattr(self.backend, "writes_into", lambda node: None)
         for i, n in enumerate(graph.nodes):
             opdef = get_op(n.op)
             kernel = self.backend.kernels.get(n.op) or opdef.kernel
             symbolic = any(isinstance(d, str) for k in opdef.shape_attrs
                            for d in (n.attrs.get(k) or ()))
             compiled = None if symbolic else prepare(n)
+            ins = tuple(slot[v] for v in n.inputs)
+            dying = set(free_at.get(i, ()))
+            reuse = tuple(k for k, v in enumerate(n.inputs)
+                          if ins[k] in dying and ins.count(ins[k]) == 1 and len(n.outputs) == 1
+                          and v.shape == n.output.shape and v.dtype == n.output.dtype)
+            into = writes_into(n) if reuse and not symbolic else None
             self.steps.append(Step(
                 n, compiled or (kernel if symbolic else
                                 functools.partial(kernel, self.backend.xp, **n.attrs)),
-                tuple(slot[v] for v in n.inputs), tuple(slot[v] for v in n.outputs),
-                tuple(sorted(free_at.get(i, ()))), symbolic))
+                ins, tuple(slot[v] for v in n.outputs), tuple(sorted(dying)), symbolic,
+                reuse if into else (), into))
         self._bound: dict[tuple, list[Callable]] = {}
         self._consts = {slot[c]: self.backend.asarray(c.data) for c in graph.consts}
 
@@ -134,12 +146,7 @@ class Executable:
         st = None
         try:
             for st, fn in zip(self.steps, self._kernels_for(env)):
-                res = fn(*[buf[i] for i in st.ins])
-                if len(st.outs) == 1:
-                    buf[st.outs[0]] = res
-                else:
-                    for s, r in zip(st.outs, res):
-                        buf[s] = r
+                _step(st, fn, buf)
                 if self.check:
                     self._check(st, buf, env)
                 if observe is not None:
@@ -164,6 +171,26 @@ class Executable:
 
     def flops(self, env: Mapping[str, int]) -> int:
         return graph_flops(self.graph, env)
+
+
+def _step(st: Step, fn: Callable, buf: list) -> None:
+    """Run one step, its result into a dying input's array when nothing else holds that
+    array (a function of its own, so no local outlives the step and counts as a holder)."""
+    args = [buf[i] for i in st.ins]
+    target = next((args[k] for k in st.reuse if _unshared(args[k])), None)
+    res = fn(*args) if target is None else st.into(target, *args)
+    if len(st.outs) == 1:
+        buf[st.outs[0]] = res
+    else:
+        for s, r in zip(st.outs, res):
+            buf[s] = r
+
+
+def _unshared(a) -> bool:
+    """Whether ``a`` owns its memory and is held only by its slot and the step's argument
+    list (and this call's two references): no view of it, no other slot sees a write."""
+    return (getattr(a, "base", 0) is None and a.flags.writeable and a.flags.c_contiguous
+            and sys.getrefcount(a) <= 4)
 
 
 def bind_dims(graph: Graph, arrays: Mapping[str, Any], dims: Mapping[str, int] | None = None):

@@ -54,8 +54,10 @@ def cache_dir() -> Path:
 #: how a kernel reads one input, chosen per call from the array: a C-contiguous array of the
 #: output's shape by [row, column]; a vector along the last axis (a bias) by [column]; one
 #: value per row (a LayerNorm statistic) by [row]; a single value by [0]; anything else
-#: through a broadcast view of the output's shape, by its full index.
-FULL, COLUMN, ROW, SCALAR, STRIDED = "f", "c", "r", "s", "a"
+#: through a broadcast view of the output's shape, by its full index. WRITTEN is a FULL input
+#: that also takes the (single) output: written as itself, since writing through a second
+#: name for the same memory makes LLVM's overlap check choose its scalar loop (4x slower).
+FULL, COLUMN, ROW, SCALAR, STRIDED, WRITTEN = "f", "c", "r", "s", "a", "w"
 
 
 def input_kind(a: np.ndarray, shape: tuple[int, ...]) -> str:
@@ -93,9 +95,11 @@ def source(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
     outs, n_inputs = attrs["outputs"], len(kinds)
     strided = kinds.find(STRIDED)
     lead = [f"i{d}" for d in range(ndim - 1)]
-    index = {FULL: "[r, j]", COLUMN: "[j]", ROW: "[r]", SCALAR: "[0]",
+    index = {FULL: "[r, j]", WRITTEN: "[r, j]", COLUMN: "[j]", ROW: "[r]", SCALAR: "[0]",
              STRIDED: f"[{', '.join([*lead, 'j'])}]"}
-    args = [*(f"in{k}" for k in range(n_inputs)), *(f"out{k}" for k in range(len(outs)))]
+    written = kinds.find(WRITTEN)
+    out_names = [f"in{written}" if written >= 0 else f"out{k}" for k in range(len(outs))]
+    args = [*(f"in{k}" for k in range(n_inputs)), *(o for o in out_names if o.startswith("out"))]
     flags = '{"contract", "nsz", "arcp", "reassoc"}' if fast else '{"contract"}'
     lines = [
         "import numpy as np", "from numba import njit",
@@ -128,7 +132,7 @@ def source(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
     lines += body_lines
     for k, ref in enumerate(outs):
         if ref - n_inputs not in reductions:
-            lines.append(f"            out{k}[r, j] = {names[ref]}")
+            lines.append(f"            {out_names[k]}[r, j] = {names[ref]}")
     for k, ref in enumerate(outs):
         if ref - n_inputs in reductions:
             mean = attrs["body"][ref - n_inputs]["op"] == "mean"
@@ -198,25 +202,34 @@ class FusedKernel:
             self.kernels[kinds] = load(self.attrs, kinds, self.ndim, self.fast)
         return self.kernels[kinds]
 
-    def __call__(self, *arrays):
+    def __call__(self, *arrays, into=None):
+        """The outputs; with ``into`` (one of ``arrays``, of the output's shape and dtype,
+        that nothing reads after this call) the single full output is written there: each
+        element is read before it is written, in the same iteration."""
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        outs = [np.empty(shape[:-1] + (1,) if red else shape, dt)
-                for dt, red in zip(self.dtypes, self.reduced)]
+        kinds = [input_kind(a, shape) for a in arrays]
+        written = next((k for k, a in enumerate(arrays) if a is into and kinds[k] == FULL
+                        and not self.reduced[0]), None)
+        if written is None:
+            outs = [np.empty(shape[:-1] + (1,) if red else shape, dt)
+                    for dt, red in zip(self.dtypes, self.reduced)]
+        else:
+            outs, kinds[written] = [into], WRITTEN
         if not math.prod(shape):
             return outs[0] if len(outs) == 1 else tuple(outs)
         loop = (1,) * (self.ndim - len(shape)) + shape
         n, rows = loop[-1], math.prod(loop[:-1])
-        kinds = "".join(input_kind(a, shape) for a in arrays)
-        kernel = self.kernel_for(kinds)
+        kernel = self.kernel_for("".join(kinds))
         args = [_as_read(a, kind, loop) for a, kind in zip(arrays, kinds)]
-        args += [o.reshape(rows) if red else o.reshape(rows, n)
-                 for o, red in zip(outs, self.reduced)]
+        if written is None:
+            args += [o.reshape(rows) if red else o.reshape(rows, n)
+                     for o, red in zip(outs, self.reduced)]
         split(lambda r0, r1: kernel(r0, r1, n, *args), rows, math.prod(shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _as_read(a: np.ndarray, kind: str, loop: tuple[int, ...]) -> np.ndarray:
-    if kind == FULL:
+    if kind in (FULL, WRITTEN):
         return a.reshape(-1, loop[-1])
     if kind == STRIDED:
         return np.broadcast_to(a, loop)
