@@ -37,18 +37,24 @@ class NotMergeable(Exception):
 
 
 def merge_heads(graph: Graph) -> tuple[Graph, int]:
-    """A new graph with every mergeable group of heads batched; and how many groups."""
-    merged, left_alone = 0, set()
-    while True:
-        group = next((grp for grp in map(lambda n: _group(graph, n), graph.nodes)
-                      if grp and grp[0].name not in left_alone), None)
-        if group is None:
-            return graph, merged
+    """A new graph with every mergeable group of heads batched; and how many groups.
+
+    Groups are checked on the graph as given (one group's heads never hold another's), then
+    all are emitted in one copy of the graph."""
+    plans = {}
+    for node in graph.nodes:
+        group = _group(graph, node)
+        if group:
+            try:
+                plans[id(node)] = _plan(graph, *group)
+            except NotMergeable:
+                pass
+    while plans:
         try:
-            graph = _rewrite(graph, *group)
-            merged += 1
-        except NotMergeable:
-            left_alone.add(group[0].name)
+            return _replay(graph, plans), len(plans)
+        except NotMergeable as e:  # found only while emitting the batched ops: drop it
+            del plans[e.args[0]]
+    return graph, 0
 
 
 def _group(graph: Graph, node: Node):
@@ -68,7 +74,8 @@ def _in_scope(node: Node, scope: str) -> bool:
     return node.scope == scope or node.scope.startswith(scope + "/")
 
 
-def _rewrite(graph: Graph, concat: Node, heads: list[str]) -> Graph:
+def _plan(graph: Graph, concat: Node, heads: list[str]) -> tuple[list, dict]:
+    """(each head's nodes, per-head leaves by template position), or NotMergeable."""
     per_head = [[n for n in graph.nodes if _in_scope(n, s)] for s in heads]
     template = per_head[0]
     if any(len(p) != len(template) for p in per_head):
@@ -109,11 +116,11 @@ def _rewrite(graph: Graph, concat: Node, heads: list[str]) -> Graph:
                 if any(id(u) not in members and not (u is concat and v is out)
                        for u in users[v]):
                     raise NotMergeable
-    return _replay(graph, concat, per_head, leaves)
+    return per_head, leaves
 
 
-def _replay(graph: Graph, concat: Node, per_head, leaves) -> Graph:
-    """Copy the graph, emitting the batched heads where the concat stood."""
+def _replay(graph: Graph, plans: dict) -> Graph:
+    """Copy the graph, emitting each group's batched heads where its concat stood."""
     g = Graph(graph.name, graph.meta)
     new: dict[int, Value] = {}
     for v in graph.inputs:
@@ -126,12 +133,15 @@ def _replay(graph: Graph, concat: Node, per_head, leaves) -> Graph:
         c = g._leaf(v.name, v.type, CONST, data=v.data)
         g.consts.append(c)
         new[id(v)] = c
-    skip = {id(n) for p in per_head for n in p}
+    skip = {id(n) for per_head, _ in plans.values() for p in per_head for n in p}
     for n in graph.nodes:
         if id(n) in skip:
             continue
-        if n is concat:
-            new[id(n.output)] = _batched(g, n, per_head, leaves, new)
+        if id(n) in plans:
+            try:
+                new[id(n.output)] = _batched(g, n, *plans[id(n)], new)
+            except NotMergeable:
+                raise NotMergeable(id(n)) from None
             continue
         with g.scope(n.scope):
             res = g.apply(n.op, [new[id(v)] for v in n.inputs], n.attrs,
@@ -141,7 +151,7 @@ def _replay(graph: Graph, concat: Node, per_head, leaves) -> Graph:
         g.nodes[-1].meta = dict(n.meta)
     for k, v in graph.outputs.items():
         g.set_output(k, new[id(v)])
-    return g.validate()
+    return g
 
 
 def _batched_type(t: TensorType, h: int) -> tuple:
