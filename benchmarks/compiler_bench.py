@@ -115,6 +115,47 @@ print(f"{t2 - t1:.2f} {max((t3 - t2) - (t4 - t3), 0):.2f}")
 """
 
 
+MEMORY = """
+import sys
+sys.path.insert(0, {bench!r})
+from compiler_bench import CONFIGS, tgraph_step, torch_sides
+cfg, b, t = CONFIGS[{config!r}]
+make = ((lambda b, t: tgraph_step(cfg, b, t)) if {side!r} == "tgraph" else
+        (lambda b, t: torch_sides(cfg, b, t)["torch eager step"]))
+small, step = make(1, 8), make(b, t)
+small()  # kernels compiled or loaded, libraries initialised, on a tiny batch
+def resident(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak resident size starts again from here
+before = resident("VmRSS")
+step()
+print(resident("VmHWM") - before)
+"""
+
+
+def tgraph_step(cfg, b, t):
+    g = build_model("gpt", loss=True, **cfg)
+    params, feeds = tg.init_params(g, 0), random_feeds(g, {"B": b, "T": t}, 0)
+    ex = tg.Executable(training_graph(g, "loss", 2))
+    return lambda: ex.run_device(feeds, params)
+
+
+def step_memory_mb(config: str) -> dict[str, float]:
+    """MB the resident set grows by during a first full-size training step (after one on a
+    tiny batch has loaded kernels), each side in a fresh process: tgraph -O2, torch eager."""
+    out = {}
+    for side in ("tgraph", "torch"):
+        code = MEMORY.format(bench=os.path.dirname(os.path.abspath(__file__)), config=config,
+                             side=side)
+        res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                             text=True)
+        out[side] = float(res.stdout.split()[-1])
+    return out
+
+
 def pipeline_seconds() -> list[tuple[float, float]]:
     """(passes, kernels) seconds of the -O2 gpt2-small forward+backward, cold then warm."""
     with tempfile.TemporaryDirectory() as cache:
@@ -157,6 +198,9 @@ def main() -> None:
         step = med["tgraph -O2 step"]
         print(f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
               f"{flops / step / 1e9 / peak:.0%} of the GEMM rate")
+        mem = step_memory_mb(name)
+        print(f"training step memory (resident set growth): tgraph -O2 {mem['tgraph']:.0f} MB, "
+              f"torch {mem['torch']:.0f} MB, ratio {mem['tgraph'] / mem['torch']:.2f}")
         if name == "M":
             split, _ = tgraph_sides(cfg, b, t, heads="split")
             pair = {"split -O2": split["tgraph -O2 forward"],

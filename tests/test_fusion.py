@@ -186,3 +186,25 @@ def test_a_second_process_loads_compiled_kernels_from_the_disk_cache(tmp_path):
     assert runs[0] == ["0", "1"]  # compiled once
     assert runs[1] == ["1", "0"]  # then only loaded
     assert len(list((tmp_path / "kernels").glob("fused_*.py"))) == 1
+
+
+def test_a_fused_node_sits_in_the_deepest_scope_holding_all_its_members():
+    g = tg.Graph("scopes")
+    x = g.input("x", (3, 4), "float64")
+    with g.scope("block/a"):
+        y = tb.exp(x)
+    with g.scope("block/b"):
+        y = tb.tanh(y * 2.0)
+    with g.scope("backward/block"):
+        g.set_output("z", y + 1.0)
+    fast = optimize(g, 2)[0]
+    (fused,) = [n for n in fast.nodes if n.op == "fused"]
+    assert fused.scope == ""  # forward and backward members: neither block owns it
+    g2 = tg.Graph("inner")
+    x = g2.input("x", (3, 4), "float64")
+    with g2.scope("block/a"):
+        y = tb.exp(x)
+    with g2.scope("block/b"):
+        g2.set_output("z", tb.tanh(y * 2.0))
+    (fused,) = [n for n in optimize(g2, 2)[0].nodes if n.op == "fused"]
+    assert fused.scope == "block"

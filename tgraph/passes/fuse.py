@@ -171,13 +171,24 @@ def _fused_node(graph: Graph, group: list[Node], users, outputs):
         ref[n.output] = len(inputs) + len(body) - 1
     escaping = [n.output for n in group
                 if n.output in outputs or any(u not in inside for u in users.get(n.output, ()))]
-    with graph.scope(group[-1].scope):
+    with graph.scope(common_scope(n.scope for n in group)):
         made = graph.apply("fused", inputs, {"body": body, "outputs": [ref[v] for v in escaping]},
                            name="fused")
     outs = [made] if isinstance(made, Value) else list(made)
     node = graph.nodes.pop()  # placed by _toposort instead
     node.meta["fused"] = [n.name for n in group]
     return node, dict(zip(escaping, outs))
+
+
+def common_scope(scopes) -> str:
+    """The deepest scope holding all of ``scopes``: a chain that crosses from a forward block
+    into the backward pass belongs to neither, so its box sits where both are drawn."""
+    common = []
+    for parts in zip(*(s.split("/") if s else [] for s in scopes)):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
 
 
 def _toposort(items: list[tuple[int, Node]]) -> list[Node]:
