@@ -9,7 +9,7 @@ share of it, the split-heads diagram graph at -O2 against the batched build, and
 pipeline time (passes + kernel compilation) with a cold and a warm kernel cache, each in a
 fresh process.
 
-    python benchmarks/compiler_bench.py [--config M|gpt2-small|all] [--rounds 7]
+    python benchmarks/compiler_bench.py [--config M|gpt2-small|all] [--rounds 7] [--jax]
 """
 
 from __future__ import annotations
@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="M")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--jax", action="store_true",
+                        help="JAX jit as a second peer (pip install jax; not a dependency)")
     args = parser.parse_args()
     import numba
     import torch
@@ -186,14 +188,23 @@ def main() -> None:
         cfg, b, t = CONFIGS[name]
         sides, g = tgraph_sides(cfg, b, t)
         sides.update(torch_sides(cfg, b, t))
+        if args.jax:
+            from jax_gpt import jax_sides
+
+            sides.update(jax_sides(cfg, b, t))
         med = interleaved(sides, args.rounds)
         print(f"== {name} (B={b}, T={t})")
         for kind in ("forward", "step"):
             peer = med[f"torch eager {kind}"]
             print(f"torch eager {kind:<8} {peer * 1e3:9.1f} ms")
+            if args.jax:
+                jx = med[f"jax jit {kind}"]
+                print(f"jax jit {kind:<12} {jx * 1e3:9.1f} ms   ratio {jx / peer:.2f}")
             for level in (0, 1, 2):
                 ours = med[f"tgraph -O{level} {kind}"]
-                print(f"tgraph -O{level} {kind:<8} {ours * 1e3:9.1f} ms   ratio {ours / peer:.2f}")
+                vs_jax = f", {ours / med[f'jax jit {kind}']:.2f}x jax" if args.jax else ""
+                print(f"tgraph -O{level} {kind:<8} {ours * 1e3:9.1f} ms   ratio {ours / peer:.2f}"
+                      f"{vs_jax}")
         flops = 3 * tg.execute.graph_flops(optimize(g, 1)[0], {"B": b, "T": t})
         step = med["tgraph -O2 step"]
         print(f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
