@@ -1,8 +1,8 @@
 """The NumPy backend's faster kernels, by op name: each takes the registry kernel's place
 where its arrays allow and hands over to it otherwise, so results agree to rounding.
 
-- ``softmax``, ``softmax_grad`` and ``layernorm`` along the last axis, and ``mask`` from a
-  causal or window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
+- ``softmax``, ``softmax_grad``, ``layernorm`` and ``cross_entropy`` along the last axis,
+  and ``mask`` from a causal or window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
   cores. NumPy takes 3-5 passes and temporaries for each.
 """
 
@@ -57,12 +57,27 @@ def layernorm(xp, x, g, b, eps=1e-5):
     return out.reshape(x.shape)
 
 
+def cross_entropy(xp, logits, targets):
+    from tgraph.codegen.rows import CROSS_ENTROPY, row_kernel
+
+    n = logits.shape[-1]
+    if (logits.dtype.kind != "f" or not targets.size or n == 0
+            or targets.min() < 0 or targets.max() >= n):  # the registry kernel says why
+        return get_op("cross_entropy").kernel(xp, logits, targets)
+    rows = np.ascontiguousarray(logits).reshape(-1, n)
+    ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+    per_row = np.empty(len(rows), np.float64)
+    fn = row_kernel(CROSS_ENTROPY, logits.dtype)
+    split(lambda r0, r1: fn(r0, r1, rows, ids, per_row), len(rows), logits.size)
+    return np.asarray(per_row.mean(), dtype=logits.dtype)
+
+
 def _kernels() -> dict:
     from tgraph.codegen.rows import SOFTMAX, SOFTMAX_GRAD
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
-            "layernorm": layernorm}
+            "layernorm": layernorm, "cross_entropy": cross_entropy}
 
 
 KERNELS = _kernels()

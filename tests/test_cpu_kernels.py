@@ -115,3 +115,28 @@ def test_layernorm_rows_within_rounding_of_float64(dtype):
     stats = (n * 2.0**-53 * np.abs(x64).mean(-1, keepdims=True)
              / x64.std(-1, keepdims=True) * (1 + np.abs(xhat)) * np.abs(g64))
     assert np.all(np.abs(got - want) <= 8 * u * (np.abs(xhat * g64) + np.abs(b64)) + stats)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_rows_against_float64(dtype):
+    rng = np.random.default_rng(6)
+    logits = (rng.standard_normal((4, 300, 50)) * 3).astype(dtype)
+    targets = rng.integers(0, 50, (4, 300))
+    got = KERNELS["cross_entropy"](np, logits, targets)
+    x = logits.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    lse = np.log(np.exp(x - m).sum(-1)) + m[..., 0]
+    per_row = lse - np.take_along_axis(x, targets[..., None], -1)[..., 0]
+    u = U32 if dtype == np.float32 else 2.0**-53
+    assert got.dtype == dtype and got.shape == ()
+    # per row: x − max exact, exp (5e-9 for float32) summed in float64, one log; then the mean
+    bound = (5e-9 if dtype == np.float32 else 4 * u) * np.abs(lse).max() + 2 * u * abs(per_row.mean())
+    assert abs(float(got) - per_row.mean()) <= bound + 8 * u * np.abs(per_row).mean()
+
+
+def test_cross_entropy_rows_leave_a_bad_target_to_the_registry_kernel():
+    logits = np.zeros((2, 3, 5), np.float32)
+    with pytest.raises(IndexError):
+        KERNELS["cross_entropy"](np, logits, np.array([[0, 1, 5], [0, 0, 0]]))
+    with pytest.raises(IndexError):
+        KERNELS["cross_entropy"](np, logits, np.array([[0, 1, 2], [0, -9, 0]]))

@@ -1,5 +1,5 @@
-"""Row kernels: softmax, its gradient, the causal/window mask and LayerNorm along the last
-axis, one Numba loop per row.
+"""Row kernels: softmax, its gradient, the causal/window mask, LayerNorm and cross-entropy
+along the last axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
 divide), with a temporary for each; a row of attention scores fits in L1, so one loop that
@@ -80,6 +80,20 @@ LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
         rstd = 1.0 / math.sqrt(v / n + eps)
         for j in range(n):
             out[r, j] = (x[r, j] - mu) * rstd * g[j] + b[j]
+"""
+
+# ops/reduce.py's CrossEntropy, per row: log Σ exp(x − max) + max − x[target]; the caller
+# has checked every target is in [0, n) (this loop reads x[r, target] unchecked)
+CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
+    n = x.shape[1]
+    for r in range(r0, r1):
+        m = x[r, 0]
+        for j in range(1, n):
+            m = max(m, x[r, j])
+        s = 0.0
+        for j in range(n):
+            s += math.exp(x[r, j] - m)
+        out[r] = math.log(s) + m - x[r, targets[r]]
 """
 
 
