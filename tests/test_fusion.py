@@ -208,3 +208,18 @@ def test_a_fused_node_sits_in_the_deepest_scope_holding_all_its_members():
         g2.set_output("z", tb.tanh(y * 2.0))
     (fused,) = [n for n in optimize(g2, 2)[0].nodes if n.op == "fused"]
     assert fused.scope == "block"
+
+
+def test_a_fused_node_is_drawn_as_a_block_of_its_ops_that_depth_opens(tmp_path):
+    from tgraph.models import build_model
+    from tgraph.render.api import render
+
+    fast = optimize(build_model("gpt", preset="tiny", n_layers=1), 2)[0]
+    assert any(n.op == "fused" for n in fast.nodes)
+    render(fast, tmp_path / "open.dot")
+    text = (tmp_path / "open.dot").read_text()
+    assert "fused 1: + → GELU" in text and ">GELU<" in text  # the block and its ops
+    assert ">+ b_o<" in text
+    render(fast, tmp_path / "closed.dot", depth=3)  # blocks inside decoder/layer_0 closed
+    closed = (tmp_path / "closed.dot").read_text()
+    assert "fused 1: + → +" in closed and ">+ b_o<" not in closed

@@ -180,6 +180,42 @@ def _fused_node(graph: Graph, group: list[Node], users, outputs):
     return node, dict(zip(escaping, outs))
 
 
+def expand_fused(graph: Graph) -> Graph:
+    """A copy of ``graph`` for drawing: each fused node's body as ops again, inside a scope
+    named by the chain (``fused 1: + → GELU``), so a diagram's depth opens and closes it
+    like any block. The graph itself, without fused nodes, is returned as it is."""
+    if not any(n.op == "fused" for n in graph.nodes):
+        return graph
+    from collections import Counter
+
+    from tgraph.io import copy_graph
+    from tgraph.ops.registry import get_op
+
+    g = copy_graph(graph)
+    nodes: list[Node] = []
+    replaced: dict[Value, Value] = {}
+    count: Counter = Counter()
+    for n in list(g.nodes):
+        if n.op != "fused":
+            n.inputs = [replaced.get(v, v) for v in n.inputs]
+            nodes.append(n)
+            continue
+        count[n.scope] += 1
+        chain = " → ".join(get_op(e["op"]).label(**e.get("attrs", {})) for e in n.attrs["body"])
+        title = f"fused {count[n.scope]}: {chain}".replace("/", "÷")
+        start, env = len(g.nodes), [replaced.get(v, v) for v in n.inputs]
+        with g.scope(n.scope), g.scope(title):
+            for e in n.attrs["body"]:
+                args = [g.const(a["value"], "scalar", a["dtype"]) if isinstance(a, dict)
+                        else env[a] for a in e.get("args", ())]
+                env.append(g.apply(e["op"], args, e.get("attrs", {})))
+        nodes += g.nodes[start:]
+        replaced.update((v, env[ref]) for v, ref in zip(n.outputs, n.attrs["outputs"]))
+    g.nodes = nodes
+    g.outputs = {k: replaced.get(v, v) for k, v in g.outputs.items()}
+    return g.validate()
+
+
 def common_scope(scopes) -> str:
     """The deepest scope holding all of ``scopes``: a chain that crosses from a forward block
     into the backward pass belongs to neither, so its box sits where both are drawn."""

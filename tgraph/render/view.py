@@ -104,7 +104,11 @@ def _reaches(v: Value, target: Node, order: dict[int, int]) -> bool:
 
 def build_view(graph: Graph, depth: int | None = None, fold: bool = True,
                heat: str | None = None, expand: tuple[str, ...] = ()) -> View:
-    """``expand``: names of detail scopes (DETAIL_SCOPES) to draw op by op."""
+    """``expand``: names of detail scopes (DETAIL_SCOPES) to draw op by op. A fused node
+    (-O2) is drawn as a block of its ops, open or closed by ``depth`` like any other."""
+    from tgraph.passes.fuse import expand_fused
+
+    graph = expand_fused(graph)
     closed = DETAIL_SCOPES - set(expand)
     tree = ScopeTree.of(graph)
     folding = Folding.of(tree) if fold else Folding.none()
