@@ -58,6 +58,18 @@ class CupyBackend:
     def synchronize(self) -> None:
         self.xp.cuda.Device().synchronize()
 
+    def prepare(self, node):
+        """A fused node as one ElementwiseKernel (tgraph/codegen/cuda.py); a body with a
+        reduction or a formula with no C form runs op by op (the registry kernel)."""
+        if node.op == "fused":
+            from tgraph.codegen.cuda import CupyFusedKernel, Untranslatable
+
+            try:
+                return CupyFusedKernel(node)
+            except Untranslatable:
+                return None
+        return None
+
     # ----- device memory, for benchmarks -----------------------------------------------
     def reset_peak_memory(self) -> None:
         """Return the pool's cached free blocks to the driver, so the pool's size grows

@@ -268,6 +268,21 @@ def test_model_gradients_match_numpy(cupy_backend, name):
 
 
 @gpu
+@pytest.mark.parametrize("name", models())
+def test_compiled_training_graph_runs_fused_kernels_on_the_device(cupy_backend, name):
+    """-O2's fused nodes become one ElementwiseKernel each (reductions: op by op), and the
+    forward+backward graph agrees with NumPy's."""
+    from tgraph.codegen.cuda import CupyFusedKernel
+    from tgraph.models import build_model
+    from tgraph.passes import training_graph
+
+    g = training_graph(build_model(name, preset="tiny", loss=True), "loss", 2)
+    ex = tg.Executable(g, cupy_backend)
+    assert any(isinstance(st.kernel, CupyFusedKernel) for st in ex.steps)
+    assert_same(g, random_feeds(g, seed=0), cupy_backend, DEEP, tg.init_params(g, 0))
+
+
+@gpu
 def test_sgd_steps_agree(cupy_backend):
     """A device-resident training loop (weights stay on the GPU between steps) follows the
     NumPy loop's losses step by step, and the loss falls."""
