@@ -33,11 +33,20 @@ class NumpyBackend:
         pass
 
     def prepare(self, node):
-        """A compiled kernel for a node a code generator handles (a fused chain), else None."""
+        """A compiled kernel for a node a code generator handles (a fused chain), else None.
+        Compiled loops are built here, not on the first run."""
         if node.op == "fused":
             from tgraph.codegen import FusedKernel
 
-            return FusedKernel(node)
+            kernel = FusedKernel(node)
+            kernel.preload()
+            return kernel
+        if node.op in self.kernels:  # a row kernel: compiled (or loaded) now, on tiny arrays
+            tiny = [np.zeros((1,) * v.type.rank, v.dtype) for v in node.inputs]
+            try:
+                self.kernels[node.op](np, *tiny, **node.attrs)
+            except (ValueError, IndexError, TypeError, ArithmeticError):
+                pass  # attrs that need real shapes: compiled on the first run instead
         return None
 
     def writes_into(self, node):

@@ -73,6 +73,27 @@ def input_kind(a: np.ndarray, shape: tuple[int, ...]) -> str:
     return STRIDED
 
 
+def static_kind(in_shape: tuple, shape: tuple) -> str:
+    """``input_kind`` predicted from (possibly symbolic) shapes, for a contiguous array."""
+    padded = (1,) * (len(shape) - len(in_shape)) + in_shape
+    if all(d == 1 for d in padded):
+        return SCALAR
+    if padded == shape:
+        return FULL
+    if shape and all(d == 1 for d in padded[:-1]) and padded[-1] == shape[-1]:
+        return COLUMN
+    if shape and padded[-1] == 1 and padded[:-1] == shape[:-1]:
+        return ROW
+    return STRIDED
+
+
+#: a tiny array read the way each kind is, for compiling a loop ahead of its first run
+_TINY = {FULL: lambda dt, tiny: np.zeros((1, 1), dt),
+         COLUMN: lambda dt, tiny: np.zeros(1, dt), ROW: lambda dt, tiny: np.zeros(1, dt),
+         SCALAR: lambda dt, tiny: np.zeros(1, dt),
+         STRIDED: lambda dt, tiny: np.broadcast_to(np.zeros(1, dt), tiny)}
+
+
 def fast_math(dtypes) -> bool:
     """Kernels with no float64 value use vecmath (vectorizable, float32-accurate)."""
     return all(np.dtype(d) != np.float64 for d in dtypes)
@@ -196,6 +217,17 @@ class FusedKernel:
         self.ndim = max(2, node.outputs[0].type.rank)
         self.fast = fast_math([*self.dtypes, *(v.dtype for v in node.inputs)])
         self.kernels: dict[str, object] = {}
+        self.node = node
+
+    def preload(self) -> None:
+        """Compile (or load from the disk cache) the loop for the way the node's types say
+        its inputs will be read, by one call on tiny arrays: the first run then pays nothing."""
+        shape = tuple(self.node.outputs[0].shape)
+        kinds = "".join(static_kind(tuple(v.shape), shape) for v in self.node.inputs)
+        tiny = (1,) * self.ndim
+        args = [_TINY[k](np.dtype(v.dtype), tiny) for k, v in zip(kinds, self.node.inputs)]
+        args += [np.zeros(1 if red else (1, 1), dt) for dt, red in zip(self.dtypes, self.reduced)]
+        self.kernel_for(kinds)(0, 1, 1, *args)
 
     def kernel_for(self, kinds: str):
         if kinds not in self.kernels:

@@ -19,7 +19,10 @@ from tgraph.ir import Graph
 LEVELS = (0, 1, 2)
 
 
-def optimize(graph: Graph, level: int = 1) -> tuple[Graph, dict[str, int]]:
+def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
+             ) -> tuple[Graph, dict[str, int]]:
+    """``in_place``: the passes may rewrite ``graph`` itself (a graph the caller just made
+    and will not use again), saving a copy."""
     from tgraph.io import copy_graph
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.merge_heads import merge_heads
@@ -30,7 +33,7 @@ def optimize(graph: Graph, level: int = 1) -> tuple[Graph, dict[str, int]]:
     if level == 0:
         return copy_graph(graph).validate(), {}
     g, merged = merge_heads(graph)
-    if g is graph:
+    if g is graph and not in_place:
         g = copy_graph(graph)
     report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0}
     while True:
@@ -49,4 +52,4 @@ def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
     from tgraph.autodiff import grad
 
     forward = optimize(graph, min(level, 1))[0]
-    return optimize(grad(forward, loss), level)[0]
+    return optimize(grad(forward, loss), level, in_place=True)[0]

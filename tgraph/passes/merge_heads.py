@@ -41,12 +41,13 @@ def merge_heads(graph: Graph) -> tuple[Graph, int]:
 
     Groups are checked on the graph as given (one group's heads never hold another's), then
     all are emitted in one copy of the graph."""
-    plans = {}
+    plans, within = {}, _nodes_by_scope(graph)
+    users = graph.users()
     for node in graph.nodes:
         group = _group(graph, node)
         if group:
             try:
-                plans[id(node)] = _plan(graph, *group)
+                plans[id(node)] = _plan(within, users, *group)
             except NotMergeable:
                 pass
     while plans:
@@ -70,13 +71,19 @@ def _group(graph: Graph, node: Node):
     return node, [f"{matches[0].group(1)}/head_{i}" for i in idx]
 
 
-def _in_scope(node: Node, scope: str) -> bool:
-    return node.scope == scope or node.scope.startswith(scope + "/")
+def _nodes_by_scope(graph: Graph) -> dict[str, list[Node]]:
+    """Every scope path -> the nodes inside it or below it, in graph order."""
+    within: dict[str, list[Node]] = {}
+    for n in graph.nodes:
+        parts = n.scope.split("/") if n.scope else []
+        for i in range(1, len(parts) + 1):
+            within.setdefault("/".join(parts[:i]), []).append(n)
+    return within
 
 
-def _plan(graph: Graph, concat: Node, heads: list[str]) -> tuple[list, dict]:
+def _plan(within, users, concat: Node, heads: list[str]) -> tuple[list, dict]:
     """(each head's nodes, per-head leaves by template position), or NotMergeable."""
-    per_head = [[n for n in graph.nodes if _in_scope(n, s)] for s in heads]
+    per_head = [within.get(s, []) for s in heads]
     template = per_head[0]
     if any(len(p) != len(template) for p in per_head):
         raise NotMergeable
@@ -106,7 +113,6 @@ def _plan(graph: Graph, concat: Node, heads: list[str]) -> tuple[list, dict]:
                 leaves[(j, i)] = column
             else:
                 raise NotMergeable
-    users = graph.users()
     for p, out in zip(per_head, concat.inputs):
         members = set(map(id, p))
         if id(out.node) not in members:

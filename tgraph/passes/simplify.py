@@ -35,25 +35,25 @@ def cse(graph: Graph) -> int:
     """Merge nodes computing the same op with the same attrs on the same inputs, and
     constants holding equal data."""
     canon: dict = {}
-    merged = 0
+    same: dict[Value, Value] = {}  # merged value -> the one kept, applied in one sweep
     for c in graph.consts:
         key = ("const", c.dtype, c.data.shape, c.data.tobytes())
         if key in canon:
-            _replace_uses(graph, c, canon[key])
-            merged += 1
+            same[c] = canon[key]
         else:
             canon[key] = c
     for n in graph.nodes:
+        n.inputs = [same.get(v, v) for v in n.inputs]  # earlier merges first: chains merge too
         key = (n.op, tuple(map(id, n.inputs)), json.dumps(n.attrs, sort_keys=True))
         if key in canon:
-            for old, new in zip(n.outputs, canon[key].outputs):
-                _replace_uses(graph, old, new)
-            merged += 1
+            same.update(zip(n.outputs, canon[key].outputs))
         else:
             canon[key] = n
-    if merged:
+    for k, v in graph.outputs.items():
+        graph.outputs[k] = same.get(v, v)
+    if same:
         dce(graph)
-    return merged
+    return len({id(v.node) if v.node is not None else id(v) for v in same})
 
 
 def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
