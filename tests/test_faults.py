@@ -81,10 +81,16 @@ def test_sigterm_during_train_leaves_no_temp_files(tmp_path):
                           "--set", "n_layers=1", "--set", "d_model=16", "--set", "n_heads=2",
                           "--steps", "100000", "--batch", "2", "--seq-len", "8",
                           "--checkpoint-every", "1", "-o", str(out)], cwd=tmp_path,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     wait_for(out.exists)  # checkpoints are being written, one per step
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hang: every thread's stack, then fail
+        p.send_signal(signal.SIGABRT)
+        _, err = p.communicate(timeout=30)
+        pytest.fail("train did not exit on SIGTERM:\n" + err.decode()[-4000:])
     assert p.returncode == 128 + signal.SIGTERM and b"Traceback" not in err, err.decode()[-2000:]
     assert temp_files_of(out) == [] and not list(tmp_path.glob(".*.tmp"))
     tg.load_weights(out)  # the last complete checkpoint

@@ -15,7 +15,7 @@ import contextvars
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +67,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temp file beside ``path``; it replaces ``path`` only if the block succeeds
     (inside ``all_or_nothing()``: only if that whole block succeeds)."""
     path = Path(path)
+    # named before it exists, so a signal (SIGTERM unwinds as SystemExit) that lands the
+    # moment it is created still finds it to remove
+    tmp = (path.parent or Path(".")) / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:  # name the file the user asked for, not our temporary one
-        raise TGraphError(f"cannot write {clip(str(path))}: {e.strerror}") from None
-    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:  # name the file the user asked for, not our temporary one
+            raise TGraphError(f"cannot write {clip(str(path))}: {e.strerror}") from None
         with os.fdopen(fd, mode) as f:
             yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would
