@@ -56,6 +56,14 @@ class GeluGrad(OpDef):
 
         return chunked(formula, x, g, xp=xp)
 
+    def jax_kernel(self, jnp, x, g, approximate="none"):
+        if approximate == "tanh":
+            t = jnp.tanh(gelu_tanh_inner(x))
+            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (GELU_TANH_C + 3 * _A * GELU_TANH_C * x * x)
+        else:
+            d = ndtr(jnp, x) + x * jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return d * g
+
     def flops(self, i, o, **attrs):
         return 12 * math.prod(o[0])
 

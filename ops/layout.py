@@ -229,6 +229,11 @@ class Unslice(Movement):
         out[tuple(idx)] = x
         return out
 
+    def jax_kernel(self, jnp, x, shape, axis, start, stop=None):
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, stop)
+        return jnp.zeros(shape, dtype=x.dtype).at[tuple(idx)].set(x)
+
     def vjp(self, node, grads):
         a = node.attrs
         return [tb.slice(grads[0], a["axis"], a["start"], a.get("stop"))]
@@ -328,6 +333,10 @@ class ScatterAdd(Movement):
         out = xp.zeros(shape, dtype=upd.dtype)
         xp.add.at(out, idx.reshape(-1), upd.reshape(-1, *shape[1:]))
         return out
+
+    def jax_kernel(self, jnp, upd, idx, shape):
+        return jnp.zeros(shape, dtype=upd.dtype).at[idx.reshape(-1)].add(
+            upd.reshape(-1, *shape[1:]))
 
     def vjp(self, node, grads):
         return [tb.gather(grads[0], node.inputs[1]), None]

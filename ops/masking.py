@@ -61,6 +61,12 @@ class Mask(OpDef):
         xp.copyto(out, x.dtype.type(float(fill)), where=~keep)
         return out
 
+    def jax_kernel(self, jnp, x, keep=None, causal=False, window=0, fill="-inf"):
+        if causal or window:
+            pattern = keep_pattern(jnp, x.shape[-2], x.shape[-1], causal, window)
+            keep = pattern if keep is None else keep & pattern
+        return jnp.where(keep, x, jnp.asarray(float(fill), x.dtype))
+
     def flops(self, in_shapes, out_shapes, **attrs):
         return math.prod(out_shapes[0])
 

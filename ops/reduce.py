@@ -153,6 +153,12 @@ class Softmax(OpDef):
         e /= s
         return e
 
+    def jax_kernel(self, jnp, x, axis=-1):
+        m = x.max(axis=axis, keepdims=True)
+        e = jnp.exp(x - jnp.where(jnp.isfinite(m), m, 0))
+        s = e.sum(axis=axis, keepdims=True)
+        return e / jnp.where(s == 0, 1, s)
+
     def flops(self, in_shapes, out_shapes, **attrs):
         return 5 * math.prod(in_shapes[0])
 

@@ -63,6 +63,11 @@ class OpDef:
     def kernel(self, xp, *arrays, **attrs) -> Any:
         raise NotImplementedError
 
+    #: optional JAX rule ``jax_kernel(self, jnp, *arrays, **attrs)`` for ``tgraph.lower.to_jax``,
+    #: where ``kernel`` is not pure array code (it writes into arrays, which JAX's cannot do);
+    #: None: the lowering calls ``kernel`` with ``xp = jax.numpy``.
+    jax_kernel = None
+
     def vjp(self, node, grads: list) -> list:
         """Cotangents for each input given cotangents of the outputs (None = zero).
 

@@ -13,6 +13,8 @@ and the sum cancels (at x ≈ −5.6 that left errors of 1e7 ulp). Φ is compute
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # erf(x) ≈ x·P(x²)/Q(x²) on [-4, 4] (±1 beyond, in float32); highest power first.
@@ -29,7 +31,7 @@ _ERF_Q = [np.float32(c) for c in (
 _ERFC_R = [np.float32(c) for c in (
     0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806,
     0.09678418, 0.37409196, 1.00002368, -1.26551223)]
-_INV_SQRT2 = 1 / np.sqrt(2.0)
+_INV_SQRT2 = 1 / math.sqrt(2.0)  # a Python float: it keeps float32 formulas in float32
 
 #: elements per chunk: the temporaries of a formula then stay in the L2 cache.
 CHUNK = 1 << 16
@@ -39,22 +41,25 @@ def erf(xp, x):
     """Gauss error function with the backend's array namespace ``xp``."""
     if xp is np and x.dtype == np.float32:
         return chunked(erf_f32, x)
-    if xp is np:
-        from scipy.special import erf as f
-    else:
-        from cupyx.scipy.special import erf as f
-    return f(x)
+    return _library(xp).erf(x)
 
 
 def ndtr(xp, x):
     """Φ(x), the standard normal CDF, accurate in relative terms in both tails."""
     if xp is np and x.dtype == np.float32:
         return chunked(ndtr_f32, x)
+    return _library(xp).erfc(x * -_INV_SQRT2) * 0.5
+
+
+def _library(xp):
+    """The special-function module that goes with ``xp``: SciPy's, CuPy's or JAX's."""
     if xp is np:
-        from scipy.special import erfc
+        import scipy.special as special
+    elif xp.__name__.startswith("jax"):
+        import jax.scipy.special as special
     else:
-        from cupyx.scipy.special import erfc
-    return erfc(x * -_INV_SQRT2) * 0.5
+        import cupyx.scipy.special as special
+    return special
 
 
 def ndtr_f32(x):

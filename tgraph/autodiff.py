@@ -37,7 +37,7 @@ def grad(graph: Graph, loss: str | Value = "loss", wrt=None, prefix: str = "grad
     y = _resolve_loss(g, by_name, loss.name if isinstance(loss, Value) else loss)
     upstream = ancestors(g, [y])
     if wrt is None:
-        targets = [p for p in g.params if _is_float(p) and p in upstream]
+        targets = _trainable(g, upstream)
     else:
         targets = [_resolve(by_name, name, "wrt") for name in wrt]
         for t in targets:
@@ -149,6 +149,16 @@ def _check_cotangent(node: Node, v: Value, c: Value) -> None:
         raise TGraphError(f"the VJP of {node.where()} gave a gradient {c.dtype}"
                           f"[{fmt_shape(c.shape)}] for input {v.name!r} of type {v.dtype}"
                           f"[{fmt_shape(v.shape)}]")
+
+
+def trainable_params(graph: Graph, loss: str = "loss") -> list[str]:
+    """The parameters ``grad`` differentiates by default: float, and the loss depends on them."""
+    y = _resolve_loss(graph, {v.name: v for v in graph.values()}, loss)
+    return [p.name for p in _trainable(graph, _ancestors(graph, y))]
+
+
+def _trainable(g: Graph, upstream: set) -> list[Value]:
+    return [p for p in g.params if _is_float(p) and p in upstream]
 
 
 def _is_float(v: Value) -> bool:

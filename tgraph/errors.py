@@ -31,3 +31,7 @@ class NoGradientError(TGraphError):
 
 class BackendError(TGraphError):
     """A backend that cannot be used on this machine."""
+
+
+class LoweringError(TGraphError):
+    """A graph that cannot be handed to another engine (JAX): an op without a rule there."""

@@ -166,7 +166,8 @@ weights_option = click.option("--weights", type=click.Path(dir_okay=False),
 backend_option = click.option(
     "--backend", type=click.Choice(BACKENDS), default="numpy", show_default=True,
     help="Where the graph runs: tgraph's executor on NumPy or CuPy (auto: the GPU when one "
-         "works), or the whole graph in one ONNX Runtime session (onnxruntime, or ort).")
+         "works), the whole graph in one ONNX Runtime session (onnxruntime, or ort), or the "
+         "whole graph jitted by JAX/XLA (jax).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 

@@ -79,12 +79,22 @@ def grad_cmd(graph, wrt, of, output):
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @backend_option
 @level_option(0)
+@click.option("--devices", type=click.IntRange(min=1), metavar="N",
+              help="With --backend jax: shard each batch over N devices, data-parallel "
+                   "(default: every device JAX sees; --batch must split evenly).")
+@click.option("--distributed", is_flag=True,
+              help="With --backend jax: join the other hosts first (jax.distributed."
+                   "initialize; found from SLURM/Open MPI, or the three options below).")
+@click.option("--coordinator", metavar="HOST:PORT", help="Process 0's address (--distributed).")
+@click.option("--num-processes", type=click.IntRange(min=1), help="Hosts in all (--distributed).")
+@click.option("--process-id", type=click.IntRange(min=0), help="This host's rank (--distributed).")
 @verbosity_options
 @plugin_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Weights .npz; the forward graph goes beside it as .json.")
 def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer, lr,
-              warmup, weight_decay, clip, checkpoint_every, seed, backend, level, output):
+              warmup, weight_decay, clip, checkpoint_every, seed, backend, level, devices,
+              distributed, coordinator, num_processes, process_id, output):
     """Train a zoo model, or any graph file with a scalar loss output, on a task; save its
     weights (and the forward graph beside them, for generate).
 
@@ -95,7 +105,9 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
 
     from tgraph.io import all_or_nothing, remove_stale_temp_files, save_graph
     from tgraph.params import init_params
-    from tgraph.train import OPTIMIZERS, Trainer, warmup_cosine
+    from tgraph.runtime import executable
+    from tgraph.runtime import trainer as make_trainer
+    from tgraph.train import OPTIMIZERS, warmup_cosine
     from tgraph.train.fit import fixed_batch, forward_graph
 
     graph_path = Path(output).with_suffix(".json")
@@ -104,11 +116,19 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
     task = task or ("text" if data else None)
     if task is None:
         raise click.UsageError("give --task NAME, or --data FILE for --task text")
+    distributed = distributed or any(x is not None for x in (coordinator, num_processes,
+                                                              process_id))
+    if distributed:
+        if backend != "jax":
+            raise click.UsageError("--distributed needs --backend jax")
+        from tgraph.train.data_parallel import initialize_distributed
+
+        initialize_distributed(coordinator, num_processes, process_id)
     graph, job = _graph_and_task(model, task, data, preset, sets, seq_len)
     names = [v.name for v in graph.inputs]
     extra = {"weight_decay": weight_decay}
-    trainer = Trainer(graph, init_params(graph, seed), OPTIMIZERS[optimizer](lr, **extra),
-                      backend, clip, level=level)
+    trainer = make_trainer(graph, init_params(graph, seed), OPTIMIZERS[optimizer](lr, **extra),
+                           backend, clip, devices, level)
     rng = np.random.default_rng(seed)
     batch = fixed_batch(graph) or batch  # a graph saved with a fixed B takes only that
     losses = trainer.fit(lambda step: job.batch(rng, batch, names), steps,
@@ -128,8 +148,6 @@ def train_cmd(model, task, data, preset, sets, steps, batch, seq_len, optimizer,
         click.echo(f"{final:.4f} nats/token against the unigram entropy of the data, "
                    f"{job.unigram_entropy():.4f}")
     elif "logits" in forward.outputs:
-        from tgraph.runtime import executable
-
         acc = job.accuracy(executable(forward, backend), trainer.host_params(),
                            np.random.default_rng(seed + 1))
         click.echo(f"exact-sequence accuracy on held-out sequences {acc:.1%}")

@@ -1,7 +1,7 @@
-"""Optimizers as plain in-place array updates on a parameters dict.
+"""Optimizers as pure updates of a parameters dict and a state dict.
 
-They use only array operators, so the same code updates NumPy and CuPy arrays: weights
-stay on the device between steps.
+They use only array operators, so the same formula updates NumPy and CuPy arrays (weights
+stay on the device between steps) and runs inside a jitted JAX step over a device mesh.
 """
 
 from __future__ import annotations
@@ -9,52 +9,76 @@ from __future__ import annotations
 import math
 
 
-class SGD:
+class Optimizer:
+    """``update`` is a pure function of array operators (state in, state out), so one
+    formula serves NumPy and CuPy in ``step`` and JAX inside a jitted, sharded step."""
+
+    lr: float
+
+    def init(self, params: dict) -> dict:
+        raise NotImplementedError
+
+    def update(self, params: dict, grads: dict, state: dict, lr) -> tuple[dict, dict]:
+        """New values of the parameters in ``grads``, and the new state."""
+        raise NotImplementedError
+
+    def step(self, params: dict, grads: dict) -> None:
+        """Update ``params`` (the dict) in place with the current ``lr``."""
+        if getattr(self, "state", None) is None:
+            self.state = self.init({k: params[k] for k in grads})
+        new, self.state = self.update(params, grads, self.state, self.lr)
+        params.update(new)
+
+
+class SGD(Optimizer):
     """p ← p − lr · (g + weight_decay · p), with optional momentum."""
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.velocity: dict = {}
+        self.state = None
 
-    def step(self, params: dict, grads: dict) -> None:
+    def init(self, params):
+        return {"velocity": {k: p * 0 for k, p in params.items()}} if self.momentum else {}
+
+    def update(self, params, grads, state, lr):
+        new, velocity = {}, {}
         for name, g in grads.items():
             p = params[name]
             if self.weight_decay:
                 g = g + self.weight_decay * p
-            if self.momentum:
-                v = self.velocity.get(name)
-                g = self.velocity[name] = g if v is None else self.momentum * v + g
-            p -= self.lr * g
+            if self.momentum:  # from zeros, so the first step's velocity is g, as in torch
+                g = velocity[name] = self.momentum * state["velocity"][name] + g
+            new[name] = p - lr * g
+        return new, ({"velocity": velocity} if self.momentum else {})
 
 
-class AdamW:
+class AdamW(Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter), applied to matrices only:
     biases, LayerNorm gains and other vectors are not decayed."""
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
-        self.t = 0
-        self.m: dict = {}
-        self.v: dict = {}
+        self.state = None
 
-    def step(self, params: dict, grads: dict) -> None:
-        self.t += 1
+    def init(self, params):
+        return {"t": 0, "m": {k: p * 0 for k, p in params.items()},
+                "v": {k: p * 0 for k, p in params.items()}}
+
+    def update(self, params, grads, state, lr):
+        t = state["t"] + 1  # a traced scalar under jit: the bias corrections follow it
         b1, b2 = self.betas
-        step = self.lr / (1 - b1 ** self.t)  # bias corrections, placed as PyTorch does
-        root_bc2 = math.sqrt(1 - b2 ** self.t)
+        step = lr / (1 - b1 ** t)  # bias corrections, placed as PyTorch does
+        root_bc2 = (1 - b2 ** t) ** 0.5
+        new, ms, vs = {}, {}, {}
         for name, g in grads.items():
             p = params[name]
-            if name not in self.m:
-                self.m[name], self.v[name] = g * 0, g * 0
-            m, v = self.m[name], self.v[name]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
+            m = ms[name] = b1 * state["m"][name] + (1 - b1) * g
+            v = vs[name] = b2 * state["v"][name] + (1 - b2) * (g * g)
             if self.weight_decay and p.ndim >= 2:
-                p -= (self.lr * self.weight_decay) * p
-            p -= step * m / (v ** 0.5 / root_bc2 + self.eps)
+                p = p - (lr * self.weight_decay) * p
+            new[name] = p - step * m / (v ** 0.5 / root_bc2 + self.eps)
+        return new, {"t": t, "m": ms, "v": vs}
 
 
 OPTIMIZERS = {"adamw": AdamW, "sgd": SGD}
