@@ -297,6 +297,10 @@ class Gather(Movement):
                              f"{table.shape[0]} rows")
         return xp.take(table, idx, axis=0)
 
+    def jax_kernel(self, jnp, table, idx):
+        # the ids cannot be looked at while JAX traces; runs check feeds' ids beforehand
+        return jnp.take(table, idx, axis=0)
+
     def label(self, **attrs):
         return "Embedding lookup"
 

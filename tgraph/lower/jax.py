@@ -1,7 +1,8 @@
 """``to_jax(graph)``: a tgraph graph as a pure function of ``jax.numpy`` ops.
 
 Each node becomes one call: the op's ``jax_kernel`` where it has one (ops whose NumPy kernel
-writes into arrays: softmax, mask, scatter_add, unslice, gelu_grad), else its ordinary
+writes into arrays or checks values on the host: softmax, mask, gather, scatter_add,
+unslice, gelu_grad), else its ordinary
 ``kernel`` with ``xp = jax.numpy``, which is pure array code for every other built-in op.
 Symbolic dims are bound from the feeds' shapes while JAX traces, so ``jax.jit`` compiles
 once per distinct set of shapes, and every node's traced output is checked against its shape
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tgraph.errors import BackendError, FeedError, LoweringError
-from tgraph.execute import bind_dims, check_feeds
+from tgraph.execute import bind_dims, check_feeds, check_int_ranges
 from tgraph.io import check_weights
 from tgraph.ir import Graph
 from tgraph.shapes import eval_shape, fmt_shape
@@ -142,10 +143,13 @@ class JaxExecutable:
 
     def run_device(self, feeds=None, params=None, dims=None) -> dict[str, Any]:
         """Outputs as JAX arrays, on the device XLA ran on."""
+        feeds = dict(feeds or {})
+        check_feeds(self.graph, feeds)
+        check_int_ranges(self.graph, feeds)  # on the host: a jitted gather would not complain
         key = tuple(sorted((dims or {}).items()))
         if key not in self._jitted:
             self._jitted[key] = self._jax.jit(to_jax(self.graph, dims))
-        return self._jitted[key](dict(params or {}), dict(feeds or {}))
+        return self._jitted[key](dict(params or {}), feeds)
 
     def synchronize(self, outputs) -> None:
         for a in outputs.values():

@@ -16,6 +16,7 @@ import numpy as np
 
 from tgraph.autodiff import trainable_params
 from tgraph.errors import BackendError, TGraphError
+from tgraph.execute import check_feeds, check_int_ranges
 from tgraph.io import check_weights
 from tgraph.ir import Graph
 from tgraph.lower.jax import load_jax, to_jax
@@ -87,6 +88,8 @@ class DataParallelTrainer(Trainer):
 
     def shard_batch(self, feeds: dict) -> dict:
         """Feeds split along their first axis (the batch) over the mesh."""
+        check_feeds(self.graph, feeds)
+        check_int_ranges(self.graph, feeds)
         out = {}
         for name, a in feeds.items():
             a = np.asarray(a)
