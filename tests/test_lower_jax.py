@@ -253,3 +253,20 @@ def test_cli_train_devices_errors(backend, devices, message, tmp_path):
     assert r.exit_code == 1
     assert r.output.strip().splitlines() == [message]
     assert not list(tmp_path.iterdir())
+
+
+def test_jax_executable_speaks_the_backend_protocol():
+    from tgraph.runtime import executable
+
+    g = build_model("gpt", **SMALL["gpt"])
+    ex = executable(g, "jax")
+    params, feeds = random_params(g), feeds_for("gpt", g)
+    out = ex.run_device(feeds, params)
+    ex.backend.synchronize()
+    assert ex.backend.name == "jax" and ex.graph is g
+    logits = ex.backend.to_numpy(out["logits"])
+    ref = tg.run(g, feeds, params)["logits"].astype(np.float64)
+    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    bad = dict(feeds, tokens=np.full_like(feeds["tokens"], 23))  # one past the vocabulary
+    with pytest.raises(TGraphError, match=r"feed 'tokens' holds id 23; ids must be in \[0, 23\)"):
+        ex.run(bad, params)

@@ -125,14 +125,33 @@ def _check(node, v, a, env, canonical) -> None:
                             f"but the shape rule says {canonical(v.dtype)}[{fmt_shape(want)}]")
 
 
-class JaxExecutable:
-    """The graph jitted whole by XLA, run like an ``Executable``: NumPy in, NumPy out."""
+class JaxDevice:
+    """The Backend protocol's face of JAX, for code that times runs or copies results
+    (benchmarks, the trainer): XLA runs asynchronously, so ``synchronize`` waits for the
+    last run's outputs."""
 
     name = "jax"
+
+    def __init__(self, jax):
+        self._jax, self.pending = jax, ()
+
+    def asarray(self, a, dtype=None):
+        return self._jax.numpy.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        self._jax.block_until_ready(self.pending)
+
+
+class JaxExecutable:
+    """The graph jitted whole by XLA, run like an ``Executable``: NumPy in, NumPy out."""
 
     def __init__(self, graph: Graph):
         jax = load_jax()
         self.graph = graph
+        self.backend = JaxDevice(jax)
         self._jitted: dict[tuple, Callable] = {}  # per dims given on the side
         self._jax = jax
         to_jax(graph)  # fail now on an op that cannot be lowered, before any data comes
@@ -149,8 +168,6 @@ class JaxExecutable:
         key = tuple(sorted((dims or {}).items()))
         if key not in self._jitted:
             self._jitted[key] = self._jax.jit(to_jax(self.graph, dims))
-        return self._jitted[key](dict(params or {}), feeds)
-
-    def synchronize(self, outputs) -> None:
-        for a in outputs.values():
-            a.block_until_ready()
+        out = self._jitted[key](dict(params or {}), feeds)
+        self.backend.pending = out
+        return out
