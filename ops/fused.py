@@ -90,14 +90,20 @@ class Fused(OpDef):
         env = body_types(types, body)
         return [env[a] for a in outputs]
 
-    def kernel(self, xp, *arrays, body, outputs):
+    def kernel(self, xp, *arrays, body, outputs, rule="kernel"):
         env = list(arrays)
         for entry in body:
             args = [xp.asarray(np.asarray(a["value"], a["dtype"])) if isinstance(a, dict)
                     else env[a] for a in entry.get("args", ())]
-            env.append(get_op(entry["op"]).kernel(xp, *args, **entry.get("attrs", {})))
+            op = get_op(entry["op"])
+            fn = getattr(op, rule) or op.kernel
+            env.append(fn(xp, *args, **entry.get("attrs", {})))
         res = tuple(env[a] for a in outputs)
         return res[0] if len(res) == 1 else res
+
+    def jax_kernel(self, jnp, *arrays, body, outputs):
+        """The body op by op with each op's JAX rule: XLA fuses it again its own way."""
+        return self.kernel(jnp, *arrays, body=body, outputs=outputs, rule="jax_kernel")
 
     def vjp(self, node, grads):
         from tgraph.autodiff import ancestors, backprop

@@ -227,6 +227,30 @@ def test_cli_run_backend_jax_equals_numpy(tmp_path):
     np.testing.assert_allclose(outs["jax"], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def test_a_compiled_graph_lowers_too_its_fused_nodes_op_by_op():
+    from tgraph.passes import optimize
+
+    g = build_model("gpt", dtype="float64", **SMALL["gpt"], activation="gelu")
+    fast = optimize(g, 2)[0]
+    assert any(n.op == "fused" for n in fast.nodes)
+    params, feeds = random_params(g), feeds_for("gpt", g)
+    ref = tg.run(g, feeds, params)
+    out = jax.jit(to_jax(fast))(params, feeds)
+    for k in ref:
+        close(out[k], ref[k], RTOL64)
+
+
+def test_cli_bench_backend_jax(tmp_path):
+    import json
+
+    r = CliRunner().invoke(main, ["bench", "gpt", "--preset", "tiny", "--set", "n_layers=1",
+                                  "--dim", "B=2", "--dim", "T=8", "--backend", "jax",
+                                  "--repeats", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output[r.output.index("{"):])
+    assert row["backend"] == "jax" and row["forward_ms"] > 0 and row["step_ms"] > 0
+
+
 def test_without_jax_the_commands_say_so_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)  # import jax now raises ImportError
     for args in (["run", "gpt", "--preset", "tiny", "--random"],

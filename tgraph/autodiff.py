@@ -154,7 +154,7 @@ def _check_cotangent(node: Node, v: Value, c: Value) -> None:
 def trainable_params(graph: Graph, loss: str = "loss") -> list[str]:
     """The parameters ``grad`` differentiates by default: float, and the loss depends on them."""
     y = _resolve_loss(graph, {v.name: v for v in graph.values()}, loss)
-    return [p.name for p in _trainable(graph, _ancestors(graph, y))]
+    return [p.name for p in _trainable(graph, ancestors(graph, [y]))]
 
 
 def _trainable(g: Graph, upstream: set) -> list[Value]:
