@@ -30,6 +30,20 @@ def test_bench_json_has_the_promised_keys_at_every_level():
         assert r["dims"] == {"B": 2, "T": 8}
 
 
+def test_bench_on_onnx_runtime_names_it_and_does_not_invent_a_peak():
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    for name in ("ort", "onnxruntime"):
+        out = invoke("bench", "gpt", *TINY, "--backend", name, "--repeats", "1", "--json", "-q")
+        assert out.exit_code == 0, out.output
+        r = json.loads(out.output)
+        assert r["backend"] == "onnxruntime" and r["forward_ms"] > 0 and r["step_ms"] > 0
+        assert r["peak_mb"] is None and r["planned_mb"] is None  # ORT holds its arrays
+    text = invoke("bench", "gpt", *TINY, "--backend", "ort", "--repeats", "1", "-q").output
+    assert "peak memory   not seen: onnxruntime holds the arrays" in text
+
+
 def test_bench_of_a_graph_without_loss_times_the_forward_only(tmp_path):
     g = tg.Graph("mm")
     x = g.input("x", ("B", 8), "float32")

@@ -22,7 +22,8 @@ class BenchResult:
     forward_ms: float
     step_ms: float | None  # None: the graph has no scalar loss to differentiate
     compile_s: float  # passes, executor set-up, and kernel compilation in the first runs
-    peak_mb: float  # measured: the most bytes arrays held during one step (or forward)
+    peak_mb: float | None  # measured: the most bytes NumPy arrays held during one step (or
+    # forward); None where the arrays live in another runtime (ONNX Runtime, XLA)
     planned_mb: float | None  # the schedule's peak of intermediates (tgraph's executor)
     backend: str
     level: int
@@ -64,13 +65,14 @@ def bench(graph: Graph, dims: dict | None = None, backend: str = "numpy", level:
         say("timing the forward+backward step")
         step_ms, warm_s = _median_ms(timed, feeds, params, env, repeats)
         compile_s += warm_s
-    say("measuring peak memory")
+    ours = isinstance(timed, Executable)
+    if ours:
+        say("measuring peak memory")
     return BenchResult(
         forward_ms=fwd_ms, step_ms=step_ms, compile_s=compile_s,
-        peak_mb=_peak_bytes(timed, feeds, params, env) / 2**20,
-        planned_mb=(live_bytes_peak(timed, env) / 2**20 if isinstance(timed, Executable)
-                    else None),
-        backend=getattr(getattr(timed, "backend", None), "name", backend),
+        peak_mb=_peak_bytes(timed, feeds, params, env) / 2**20 if ours else None,
+        planned_mb=live_bytes_peak(timed, env) / 2**20 if ours else None,
+        backend=timed.backend.name if ours else {"ort": "onnxruntime"}.get(backend, backend),
         level=level, nodes=len(timed.graph.nodes), dims=env)
 
 

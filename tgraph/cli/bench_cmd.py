@@ -55,5 +55,8 @@ def bench_cmd(graph_spec, preset, sets, dims, backend, level, repeats, as_json):
     if r.step_ms is not None:
         click.echo(f"fwd+bwd step  {r.step_ms:10.2f} ms")
     click.echo(f"compile       {r.compile_s:10.2f} s   (passes, set-up, kernels)")
-    planned = "" if r.planned_mb is None else f", {r.planned_mb:.1f} MiB planned"
-    click.echo(f"peak memory   {r.peak_mb:10.1f} MiB measured{planned} ({r.nodes} nodes)")
+    if r.peak_mb is None:
+        click.echo(f"peak memory   not seen: {r.backend} holds the arrays ({r.nodes} nodes)")
+    else:
+        click.echo(f"peak memory   {r.peak_mb:10.1f} MiB measured, {r.planned_mb:.1f} MiB "
+                   f"planned ({r.nodes} nodes)")
