@@ -52,8 +52,8 @@ def fold_titles(graph) -> list[str]:
 def torch_grads_by_value(model, weights, fb, out):
     """(torch name, tgraph gradient, torch gradient) for every torch parameter. tgraph's
     parameters are matched to torch's by value, since the exporter stores some weights
-    transposed under generated names, and a tied weight (GPT's token table, read again
-    transposed by the head) as two initializers: their gradients add up."""
+    transposed under generated names; a tied weight (GPT's token table, read again
+    transposed by the head) imports as one parameter."""
     named = dict(model.named_parameters())
     total = {}
     for name, gname in fb.meta["grad"]["wrt"].items():
@@ -110,6 +110,12 @@ def test_gpt_in_torch_nn_imports_runs_differentiates_and_folds(gpt_onnx):
     for name, got, ref in torch_grads_by_value(model, w, fb, out):
         assert close(got, ref), name
     assert "layer ×2" in fold_titles(g)
+    # the tied token table, which the exporter stores twice (once transposed for the head),
+    # is one parameter: training updates both of its uses together, as in torch
+    table = model.tok.weight.detach().numpy()
+    copies = [k for k, a in w.items()
+              if np.array_equal(a, table) or (a.ndim == 2 and np.array_equal(a.T, table))]
+    assert len(copies) == 1, copies
 
 
 def test_nn_transformer_encoder_imports_and_matches_torch_autograd(tmp_path):

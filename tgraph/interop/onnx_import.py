@@ -14,6 +14,7 @@ or from the exporter's ``pkg.torch.onnx.name_scopes`` metadata.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -168,6 +169,7 @@ class Importer:
         self.const_names: set[str] = set()  # float initializers a tgraph export marked const
         self.params: dict[str, Value] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.by_content: dict[tuple, Value] = {}  # (shape, dtype, bytes digest) -> param
         self.dim_source: dict[str, tuple[Value, int]] = {}
         self.node = None
         self._fresh = 0
@@ -207,12 +209,33 @@ class Importer:
     def _param(self, onnx_name: str, arr: np.ndarray) -> Value:
         key = (onnx_name, str(arr.dtype))
         if key not in self.params:
+            tied = self._tied(arr)
+            if tied is not None:  # the same weight stored twice: one parameter, read twice
+                return tied
             name = self._param_name(onnx_name)
             with _root(self.g):
                 v = self.g.param(name, arr.shape, str(arr.dtype))
             self.params[key] = v
             self.weights[v.name] = arr
+            if len(np.unique(arr[:2].ravel())) > 1:  # constant-filled: never taken as a tie
+                self.by_content[_content(arr)] = v
         return self.params[key]
+
+    def _tied(self, arr: np.ndarray) -> Value | None:
+        """A parameter already holding ``arr``, or its transpose (exporters store a tied
+        embedding, read again transposed by the output head, as a second initializer), as
+        a Value; None otherwise. Equal biases or LayerNorm gains made of one repeated
+        value are not ties: only weights with varied entries count."""
+        if len(np.unique(arr[:2].ravel())) < 2:
+            return None
+        same = self.by_content.get(_content(arr))
+        if same is not None:
+            return same
+        if arr.ndim == 2:
+            flipped = self.by_content.get(_content(np.ascontiguousarray(arr.T)))
+            if flipped is not None:
+                return tb.transpose(flipped, [1, 0])
+        return None
 
     def _param_name(self, onnx_name: str) -> str:
         """``layers.0.linear1.weight`` → ``layers/0/linear1/weight``; an exporter's generated
@@ -259,6 +282,10 @@ class Importer:
     def fresh_symbol(self) -> str:
         self._fresh += 1
         return f"D{self._fresh}"
+
+
+def _content(arr: np.ndarray) -> tuple:
+    return (arr.shape, str(arr.dtype), hashlib.sha256(np.ascontiguousarray(arr).tobytes()).digest())
 
 
 def scope_of(node) -> str:
