@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
 from dot_layout import read_layout
 
 from tgraph.models import build_model
@@ -59,3 +60,45 @@ def test_readme_diff_folds_split_heads_like_render(tmp_path):
         tips = " ".join(n.get("tooltip", "") for n in d["nodes"].values())
         assert "head_1" not in tips and "head_3" not in tips
     assert areas["split"] <= 1.25 * areas["batched"]
+
+
+def bezier_points(pos: str, steps: int = 10) -> list[tuple[float, float]]:
+    """Points along the cubic Bézier pieces of a dot edge's ``pos`` (control points are not
+    on the curve, so they are not what a reader sees)."""
+    ctrl = [tuple(map(float, q.split(","))) for q in pos.split() if not q.startswith(("e,", "s,"))]
+    out = []
+    for i in range(0, len(ctrl) - 3, 3):
+        p0, p1, p2, p3 = ctrl[i:i + 4]
+        for k in range(steps + 1):
+            u = k / steps
+            out.append(tuple((1 - u) ** 3 * a + 3 * (1 - u) ** 2 * u * b + 3 * (1 - u) * u * u * c
+                             + u ** 3 * d for a, b, c, d in zip(p0, p1, p2, p3)))
+    return out
+
+
+@pytest.mark.parametrize("heads", ["split", "batched"])
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_moved_and_removed_edges_stay_inside_the_scope_that_holds_both_ends(heads, n_layers,
+                                                                            tmp_path):
+    """The README's diff: an edge whose ends share a block (a layer's residual add to its
+    LayerNorm) is drawn inside that block's box, never looping out through its neighbours."""
+    from dot_layout import box
+
+    post = build_model("gpt", preset="tiny", n_layers=n_layers, norm="post", heads=heads)
+    pre = build_model("gpt", preset="tiny", n_layers=n_layers, norm="pre", heads=heads)
+    render_diff(post, pre, tmp_path / "d.dot")
+    d = read_layout(tmp_path / "d.dot")
+    inside_a_block = 0
+    for e in d["edges"]:
+        if not {"removed", "moved"} & set(e.get("class", "").split()):
+            continue
+        holders = [c for c in d["clusters"].values()
+                   if {e["tail"], e["head"]} <= set(c.get("nodes", []))]
+        if not holders:
+            continue  # ends in different top-level blocks: the whole picture holds them
+        x0, y0, x1, y1 = box(min(holders, key=lambda c: (box(c["bb"])[2] - box(c["bb"])[0])
+                                 * (box(c["bb"])[3] - box(c["bb"])[1]))["bb"])
+        inside_a_block += 1
+        for x, y in bezier_points(e["pos"]):
+            assert x0 - 2 <= x <= x1 + 2 and y0 - 2 <= y <= y1 + 2, (e["tail"], e["head"])
+    assert inside_a_block >= 2 * n_layers  # the check is not vacuous

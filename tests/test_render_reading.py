@@ -240,6 +240,26 @@ def test_rendering_twice_gives_byte_identical_files(tmp_path):
     assert first == second
 
 
+def test_rendering_in_two_processes_gives_byte_identical_files(tmp_path):
+    """make gallery in a new process each time: string hashing differs between processes
+    (PYTHONHASHSEED), so no set or dict order may reach the file."""
+    import os
+    import subprocess
+    import sys
+
+    def draw(seed):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        for args in (["diff", "gpt", "gpt", "--preset", "tiny", "--set", "n_layers=1",
+                      "--set-a", "norm=post", "--set-b", "norm=pre", "-o", f"diff{seed}.dot"],
+                     ["render", "transformer", "--preset", "tiny", "--depth", "3",
+                      "-o", f"t{seed}.dot"]):
+            subprocess.run([sys.executable, "-m", "tgraph", *args], cwd=tmp_path, env=env,
+                           check=True, capture_output=True)
+        return [(tmp_path / f"{k}{seed}.dot").read_bytes() for k in ("diff", "t")]
+
+    assert draw(1) == draw(2)
+
+
 def test_backward_at_depth_3_boxes_leaf_blocks_and_keeps_gradients_by_their_op(tmp_path):
     from dot_layout import box
 
