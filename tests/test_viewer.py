@@ -79,8 +79,10 @@ def test_hostile_names_page_has_only_its_own_two_scripts(tmp_path):
 
 
 def test_scope_layouts_compose_to_the_full_diagrams_boxes(tiny):
+    from tgraph.autodiff import grad
+
     g, _ = tiny
-    for graph, fold in ((g, True), (g, False), (tg.autodiff.grad(build_model(
+    for graph, fold in ((g, True), (g, False), (grad(build_model(
             "gpt", preset="tiny", loss=True), "loss"), True)):
         layouts = {"/".join(s.path): s for s in scope_layouts(graph, fold)}
         ops = [k for s in layouts.values() for i, k in s.keys.items()
@@ -153,9 +155,21 @@ def test_cli_render_html_and_view(tmp_path):
     assert r.exit_code == 0 and (tmp_path / "v.html").is_file()
 
 
+@pytest.mark.parametrize("level", [1, 2])
+def test_every_level_compiles_the_view_and_the_diagram(tmp_path, level):
+    out = tmp_path / "g.html"
+    r = invoke("render", "gpt", "--preset", "tiny", f"-O{level}", "-o", out)
+    assert r.exit_code == 0, r.output
+    views = {v["name"]: v for v in page_data(out)["views"]}
+    ops = {f["op"] for f in views["compiled"]["nodes"].values()}
+    assert ("add" in ops) and (("fused" in " ".join(views["compiled"]["layouts"])) == (level == 2))
+    r = invoke("render", "gpt", "--preset", "tiny", f"-O{level}", "-o", tmp_path / "g.dot")
+    assert r.exit_code == 0, r.output
+    assert ("fused 1:" in (tmp_path / "g.dot").read_text()) == (level == 2)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--attention", "-o", "a.svg"], "--attention draws the patterns of a run"),
-    (["-O2", "-o", "a.svg"], "-O2 adds a view to an HTML page"),
     (["--weights", "w.npz", "-o", "a.html"], "--weights shows values only with an input"),
     (["--text", "héllo", "--set", "vocab=50", "-o", "a.html"], "no text vocabulary"),
 ])

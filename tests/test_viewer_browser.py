@@ -46,7 +46,7 @@ def pages(tmp_path_factory):
     params = tg.init_params(g, seed=3)
     feeds, labels = value_feeds(g, TEXT)
     values = collect_values(g, feeds, params, labels)
-    write_html(g, d / "gpt.html", backward=True, optimized=True, values=values)
+    write_html(g, d / "gpt.html", backward=True, level=2, values=values)
     write_html(hostile_graph(), d / "hostile.html", depth=None)
     return {"gpt": d / "gpt.html", "hostile": d / "hostile.html", "params": params,
             "tokens": feeds["tokens"]}

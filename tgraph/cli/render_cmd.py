@@ -36,8 +36,10 @@ def diagram_options(f):
                      help="Draw identical repeated blocks once, marked ×N."),
         click.option("--backward", is_flag=True,
                      help="Draw the backward pass (needs a loss: --loss); HTML: a view of it."),
-        click.option("-O", "opt_level", type=click.Choice(["0", "2"]), default="0",
-                     help="HTML: -O2 adds the compiled graph's view (tgraph compile)."),
+        click.option("-O", "opt_level", type=click.IntRange(0, 2), default=0, metavar="LEVEL",
+                     help="Draw the graph compiled at this level (-O1 heads merged and cleaned "
+                          "up, -O2 also fused kernels, each a block of its ops); HTML: adds "
+                          "a compiled view beside the graph as built."),
         click.option("--color", type=click.Choice(["flops", "params"]), default=None,
                      help="Shade each box by its share of FLOPs or parameters."),
         click.option("--expand", multiple=True, type=click.Choice(["positions"]),
@@ -78,16 +80,17 @@ def draw(graph, output, depth, fold, backward, opt_level, color, expand, weights
         raise TGraphError("--weights shows values only with an input: add --text, --feed or "
                           "--random")
     if output.lower().endswith(".html"):
-        r = write_html(graph, output, backward=backward, optimized=opt_level == "2", fold=fold,
+        r = write_html(graph, output, backward=backward, level=opt_level, fold=fold,
                        depth=2 if depth is None else depth, rankdir=rankdir, values=values,
                        time_budget=time_budget, color=color)
     else:
         if attention and values is None:
             raise TGraphError("--attention draws the patterns of a run: add --text, --feed or "
                               "--random")
-        if opt_level != "0":
-            raise TGraphError("-O2 adds a view to an HTML page; for a diagram of the compiled "
-                              "graph: tgraph compile ... -o fast.json, then render fast.json")
+        if opt_level:
+            from tgraph.passes import optimize
+
+            graph = optimize(graph, opt_level)[0]
         r = render(graph, output, depth=depth, fold=fold and not attention, backward=backward,
                    rankdir=rankdir, color=color, time_budget=time_budget, expand=expand,
                    attention=values.patterns if attention else None)

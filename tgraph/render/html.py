@@ -57,6 +57,9 @@ def view_data(graph: Graph, name: str, fold: bool = True, rankdir: str = "TB",
               color: str | None = None) -> dict:
     """What the page needs for one view of a graph: layouts, node facts, the data-flow
     edges for path highlighting, and values when a run was made."""
+    from tgraph.passes.fuse import expand_fused
+
+    graph = expand_fused(graph)  # the graph build_view draws, so node keys match it
     layouts = scope_layouts(graph, fold, rankdir, time_budget, color)
     full = build_view(graph, None, fold, expand=OPENABLE)
     keys = item_keys(graph, full)
@@ -170,13 +173,14 @@ def html_page(views: list[dict], title: str) -> str:
         f"<script>\n{js}</script>\n</body></html>\n")
 
 
-def write_html(graph: Graph, path, *, backward: bool = False, optimized: bool = False,
+def write_html(graph: Graph, path, *, backward: bool = False, level: int = 0,
                fold: bool = True, depth: int | None = 2, rankdir: str = "TB",
                values: Values | None = None, time_budget: float = 120.0,
                color: str | None = None):
     """Write the viewer for ``graph``: its forward view, plus its backward view
-    (``backward``) and its compiled one (``optimized``), switchable in the page.
-    ``depth``: scopes open when the page loads (None: all)."""
+    (``backward``) and, at ``level`` 1 or 2, the graph compiled at that level (-O2: fused
+    nodes are blocks of their ops), switchable in the page. ``depth``: scopes open when the
+    page loads (None: all)."""
     from tgraph.render.api import Rendered, with_backward
 
     start = time.perf_counter()
@@ -184,10 +188,10 @@ def write_html(graph: Graph, path, *, backward: bool = False, optimized: bool = 
     if backward:
         views.append(view_data(with_backward(graph), "backward", fold, rankdir,
                                time_budget=time_budget, color=color))
-    if optimized:
+    if level:
         from tgraph.passes import optimize
 
-        views.append(view_data(optimize(graph)[0], "compiled", fold, rankdir,
+        views.append(view_data(optimize(graph, level)[0], "compiled", fold, rankdir,
                                time_budget=time_budget, color=color))
     for v in views:
         v["open"] = -1 if depth is None else depth
