@@ -99,7 +99,14 @@ def _form(nodes: list[Node], root: Path) -> tuple:
 
 def find_runs(tree: ScopeTree) -> tuple[list[Run], dict[Path, list[Node]]]:
     """Runs of two or more consecutive identical siblings anywhere in the tree, and each
-    run member's nodes in canonical order (the i-th of one copy is the i-th of another)."""
+    run member's nodes in canonical order (the i-th of one copy is the i-th of another).
+    Computed once per tree (canonical forms are most of a large page's build time)."""
+    if "_runs" not in tree.__dict__:
+        tree.__dict__["_runs"] = _find_runs(tree)
+    return tree.__dict__["_runs"]
+
+
+def _find_runs(tree: ScopeTree) -> tuple[list[Run], dict[Path, list[Node]]]:
     runs, ordered = [], {}
     for kids in tree.children.values():
         forms = []

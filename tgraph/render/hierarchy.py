@@ -9,6 +9,7 @@ depth 2 collapses ``backward/decoder/layer_3`` just as it collapses ``decoder/la
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -59,6 +60,13 @@ class ScopeTree:
 
     @classmethod
     def of(cls, graph: Graph) -> ScopeTree:
+        """The tree of ``graph``'s scopes; the same object again while the graph's nodes,
+        scopes and wiring are unchanged (a page draws one graph at many depths, and what
+        is derived from the tree, its folded runs, is kept on it)."""
+        key = tuple((id(n), n.scope, tuple(map(id, n.inputs))) for n in graph.nodes)
+        hit = _TREES.get(graph)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         tree = cls()
         for n in graph.nodes:
             path = split_scope(n.scope)
@@ -67,5 +75,9 @@ class ScopeTree:
                 if i and prefix not in tree.nodes:
                     tree.children[prefix[:-1]].append(prefix)
                 tree.nodes[prefix].append(n)
+        _TREES[graph] = (key, tree)
         return tree
+
+
+_TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
