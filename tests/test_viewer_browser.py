@@ -102,6 +102,22 @@ def test_every_view_loads_without_console_errors(gpt):
     assert gpt.errors == []
 
 
+def test_every_label_fits_inside_its_box(gpt):
+    """Text is drawn at the width dot measured, whatever font the browser has: no label
+    spills out of its box. The page's text is made wider than dot measured it (letter
+    spacing, as a wider fallback font would), and still fits."""
+    gpt.page.add_style_tag(content="#viewport text { letter-spacing: 2px; }")
+    gpt.page.click("#expand-all")
+    spill = gpt.page.evaluate("""Array.from(document.querySelectorAll('#viewport g.node'))
+        .flatMap(g => { const b = g.querySelector('polygon, path, ellipse').getBBox();
+                        return Array.from(g.querySelectorAll('text')).map(t => {
+                          const r = t.getBBox();
+                          return [g.dataset.key, t.textContent, r.x - b.x, b.x + b.width - r.x - r.width]; }); })
+        .filter(([k, text, left, right]) => left < -1 || right < -1)""")
+    assert spill == []
+    assert gpt.page.eval_on_selector_all("#viewport g.node text", "ts => ts.length") > 20
+
+
 def test_opening_a_block_adds_its_boxes_and_closing_restores(gpt):
     before = gpt.keys()
     block = "scope:decoder/layer_0"

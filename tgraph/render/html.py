@@ -150,8 +150,8 @@ def _ops(obj: dict, at, fields=("_draw_", "_ldraw_", "_hdraw_", "_tdraw_")) -> l
                 out.append(["F", op["size"], op["face"]])
             elif kind == "t":
                 out.append(["t", op["fontchar"]])
-            elif kind == "T":
-                out.append(["T", *at(*op["pt"]), op["align"], op["text"]])
+            elif kind == "T":  # with the width dot measured: the page draws it that wide
+                out.append(["T", *at(*op["pt"]), op["align"], op["text"], round(op["width"], 2)])
             elif kind in "EePpLBb":
                 pts = [op["rect"][:2]] if kind in "Ee" else op["points"]
                 flat = [c for p in pts for c in at(*p)]

@@ -200,6 +200,12 @@
           const t = sv("text", { x: op[1], y: op[2], "text-anchor": anchor, "font-size": size,
                                  "font-family": face, fill: pen }, g, op[4]);
           if (bold) t.setAttribute("font-weight", "bold");
+          // dot sized the box for its own font's metrics; the browser may pick a wider font
+          // (DejaVu where Helvetica is missing): the text is drawn at dot's width
+          if (op[5] > 0) {
+            t.setAttribute("textLength", op[5]);
+            t.setAttribute("lengthAdjust", "spacingAndGlyphs");
+          }
           break;
         }
         case "P": case "p": case "L": {
