@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from hostile_checks import dot_injections, svg_injections
+from hostile_checks import dot_injections, html_injections, svg_injections
 
 HANG_S = 20
 LINE_MAX = 300
@@ -66,6 +66,7 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     svgs: int = 0  # SVG files written and parsed
+    pages: int = 0  # HTML viewer pages written and checked
 
 
 @dataclass
@@ -277,6 +278,8 @@ GRAPH_COMMANDS = [
     ["info", "{g}", "--dim", "B=2", "--dim", "T=4"],
     ["render", "{g}", "-o", "out.svg", "--depth", "2"], ["render", "{g}", "-o", "out.dot"],
     ["render", "{g}", "--depth", "1"], ["render", "{g}", "-o", "out.svg", "--backward"],
+    ["render", "{g}", "-o", "out.html"], ["render", "{g}", "-o", "out.html", "--random", "-O2"],
+    ["view", "{g}", "--no-open", "-o", "out.html"],
     ["run", "{g}", "--random", "-o", "out.npz"], ["run", "{g}", "--weights", "{w}", "--random"],
     ["grad", "{g}", "-o", "fb.json"], ["compile", "{g}", "-o", "fast.json"],
     ["generate", "{g}", "--weights", "{w}", "--length", "3"],
@@ -323,6 +326,7 @@ def make_case(seeds: Seeds, index: int, base_seed: int = 0):
         files["g.json"] = json.dumps(d).encode("utf-8", "surrogatepass")
         argv = rng.choice([["render", "{g}", "-o", "out.svg"], ["render", "{g}"],
                            ["render", "{g}", "-o", "out.dot"], ["info", "{g}"],
+                           ["render", "{g}", "-o", "out.html", "--random"],
                            ["run", "{g}", "--random", "-o", "out.npz"]])
     else:
         argv = _hostile_args(rng, seeds)
@@ -364,7 +368,8 @@ def _hostile_args(rng: random.Random, seeds: Seeds) -> list[str]:
                 *tiny[2:], "--steps", "1", "--batch", "2", "--seq-len", "4", "-o", "t.npz"]
     if form == 6:
         return ["render", model, *tiny[:2], rng.choice(["--depth", "--rankdir", "--color",
-                                                         "--time-budget"]), value]
+                                                         "--time-budget", "-O", "--text"]),
+                value, "-o", rng.choice(["out.svg", "out.html"])]
     return [rng.choice(["info", "run", "render", "grad", "compile", "generate"]),
             rng.choice(HOSTILE_NAMES[:12] + ["{g}", "{w}"]), *rng.choice(
                 [[], ["--set", value], ["--preset", value], ["--plugin", value]])]
@@ -413,6 +418,7 @@ def run_case(seeds: Seeds, index: int, base_seed: int = 0, subprocess_mode: bool
         if outcome.kind in ("ok", "error", "usage"):
             outcome = _judge_files(root, before, outcome) or outcome
             outcome.svgs = sum(1 for p in out.rglob("*.svg"))
+            outcome.pages = sum(1 for p in out.rglob("*.html"))
     outcome.detail = f"case {index} [{kind}] tgraph {' '.join(a[:60] for a in argv)}: " \
                      + outcome.detail
     return outcome
@@ -493,6 +499,9 @@ def _read_back(path: Path) -> tuple[str, str] | None:
         if path.suffix == ".svg" or data.startswith(b"<?xml"):
             found = svg_injections(data)
             return ("injection", "; ".join(found)[:300]) if found else None
+        if path.suffix == ".html" or data.startswith(b"<!DOCTYPE html"):
+            found = html_injections(data)
+            return ("injection", "; ".join(found)[:300]) if found else None
         if path.suffix == ".dot" or data.startswith(b"digraph"):
             found = dot_injections(path)
             return ("injection", "; ".join(found)[:300]) if found else None
@@ -523,6 +532,7 @@ def run_cases(n: int, start: int = 0, base_seed: int = 0, every_subprocess: int 
             counts[o.kind] += 1
             counts["subprocess"] += sub
             counts["svg parsed"] += o.svgs
+            counts["pages checked"] += o.pages
             if o.kind in FAILURES:
                 failures.append(o)
             if verbose:
@@ -588,7 +598,7 @@ def main_cli(argv=None) -> int:
     total = sum(counts[k] for k in ("ok", "error", "usage", *FAILURES))
     print(f"{total} cases (seed {a.seed}, cases {a.start}..{a.start + a.n - 1}) in "
           f"{time.perf_counter() - t0:.0f} s; {counts['subprocess']} through subprocesses; "
-          f"{counts['svg parsed']} SVGs parsed")
+          f"{counts['svg parsed']} SVGs parsed, {counts['pages checked']} viewer pages checked")
     print("  exit 0: {ok}, one-line errors (exit 1): {error}, usage errors (exit 2): {usage}"
           .format(**{k: counts[k] for k in ("ok", "error", "usage")}))
     print("  " + ", ".join(f"{k}s: {counts[k]}" for k in FAILURES))

@@ -69,3 +69,28 @@ def dot_injections(dot_file: Path) -> list[str]:
     if done.returncode:
         return [f"gvpr cannot parse it: {done.stderr.decode(errors='replace')[-200:]}"]
     return done.stdout.decode(errors="replace").splitlines()
+
+
+def html_injections(data: bytes) -> list[str]:
+    """Injected constructs in a viewer page: the page must hold exactly its two scripts (the
+    JSON data block and the viewer), its no-network policy, and data that parses as JSON
+    with no tag-closing sequence left in it; every name from the graph lives in that data."""
+    text = data.decode("utf-8", "replace")
+    found = []
+    if text.lower().count("<script") != 2 or text.lower().count("</script") != 2:
+        found.append(f"{text.lower().count('<script')} <script> tags, expected 2")
+    if "content=\"default-src 'none'; " not in text:
+        found.append("the page lost its Content-Security-Policy")
+    head = '<script type="application/json" id="tgraph-data">'
+    start = text.find(head)
+    end = text.find("</script>", start)
+    if start < 0 or end < 0:
+        return [*found, "no data block"]
+    block = text[start + len(head):end]
+    if "<!--" in block or "<script" in block.lower():
+        found.append("markup inside the data block")
+    try:
+        json.loads(block)
+    except ValueError as e:
+        found.append(f"the data block is not JSON: {e}")
+    return found
