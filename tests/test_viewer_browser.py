@@ -206,10 +206,17 @@ def test_gpt2_small_every_primitive_opens_and_responds(browser, tmp_path):
     svg_boxes = len(build_view(g, None, False, expand=OPENABLE).items)  # the SVG's boxes
     assert len(drawn) == svg_boxes and not any(k.startswith("scope:") for k in drawn)
     assert not p.overlaps()
+    # the whole graph on one screen: boxes only, no labels or edges (level of detail)
+    shown = "sel => Array.from(document.querySelectorAll(sel)).filter(e => e.getClientRects().length).length"
+    assert p.page.evaluate(f"({shown})('#viewport g.edge')") == 0
+    assert p.page.evaluate(f"({shown})('#viewport g.node text')") == 0
     p.page.click("#collapse-all")
     p.page.fill("#search", "layer_11/self_attn/head_11/softmax")
     p.page.press("#search", "Enter")
     assert p.page.get_attribute("g.node.sel", "data-key") == \
         "decoder/layer_11/self_attn/head_11/softmax"
+    # centred on it at reading size: labels and edges are drawn again
+    assert p.page.evaluate(f"({shown})('#viewport g.edge')") > 0
+    assert p.page.evaluate(f"({shown})('#viewport g.node text')") > 0
     assert p.errors == []
     p.page.close()

@@ -280,6 +280,11 @@
   function applyZoom() {
     const z = state.zoom;
     viewport.setAttribute("transform", "translate(" + z.x + "," + z.y + ") scale(" + z.k + ")");
+    // Zoomed out past reading size (a 10-pt label under 2.5 px) labels are not drawn, and
+    // further out (a whole 10,000-box graph on one screen) neither are edges: Chromium
+    // took 45 s to paint them at that scale, where the boxes alone show the structure
+    svg.classList.toggle("far", z.k < 0.25);
+    svg.classList.toggle("farther", z.k < 0.05);
   }
   function fit() {
     const box = canvas.getBoundingClientRect();
