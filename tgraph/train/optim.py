@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 class Optimizer:
     """``update`` is a pure function of array operators (state in, state out), so one
@@ -64,6 +66,28 @@ class AdamW(Optimizer):
     def init(self, params):
         return {"t": 0, "m": {k: p * 0 for k, p in params.items()},
                 "v": {k: p * 0 for k, p in params.items()}}
+
+    def step(self, params: dict, grads: dict) -> None:
+        """On NumPy arrays, one compiled in-place loop per parameter (tgraph/codegen/
+        adamw.py); elsewhere (CuPy) the pure ``update``."""
+        from tgraph.codegen.adamw import adamw_inplace, usable
+
+        if self.state is None:
+            self.state = self.init({k: params[k] for k in grads})
+        s = self.state
+        grads = {k: np.ascontiguousarray(g) if isinstance(g, np.ndarray) else g
+                 for k, g in grads.items()}
+        if not all(usable(params[k], g, s["m"][k], s["v"][k]) for k, g in grads.items()):
+            return super().step(params, grads)
+        s["t"] += 1
+        b1, b2 = self.betas
+        for name, g in grads.items():
+            p = params[name]
+            adamw_inplace(p, g, s["m"][name], s["v"][name], lr=self.lr, b1=b1, b2=b2,
+                          eps=self.eps,
+                          decay=self.lr * self.weight_decay if p.ndim >= 2 else 0.0,
+                          step=self.lr / (1 - b1 ** s["t"]),
+                          root_bc2=(1 - b2 ** s["t"]) ** 0.5)
 
     def update(self, params, grads, state, lr):
         t = state["t"] + 1  # a traced scalar under jit: the bias corrections follow it
