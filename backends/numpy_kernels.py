@@ -2,7 +2,7 @@
 where its arrays allow and hands over to it otherwise, so results agree to rounding.
 
 - ``softmax``, ``softmax_grad``, ``layernorm`` and ``cross_entropy`` along the last axis,
-  and ``mask`` from a causal or window pattern: one compiled loop per row (tgraph/codegen/rows.py), rows split over the
+  and ``mask`` from a causal or window pattern, and ``masked_softmax`` (the two as one): one compiled loop per row (tgraph/codegen/rows.py), rows split over the
   cores. NumPy takes 3-5 passes and temporaries for each.
 """
 
@@ -44,6 +44,19 @@ def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
     return out.reshape(x.shape)
 
 
+def masked_softmax(xp, x, causal=False, window=0):
+    from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
+
+    if x.dtype.kind != "f" or not x.size:
+        return get_op("masked_softmax").kernel(xp, x, causal=causal, window=window)
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    fn = row_kernel(MASKED_SOFTMAX, x.dtype)
+    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window)),
+          len(out), x.size)
+    return out.reshape(x.shape)
+
+
 def layernorm(xp, x, g, b, eps=1e-5):
     from tgraph.codegen.rows import LAYERNORM, row_kernel
 
@@ -77,7 +90,7 @@ def _kernels() -> dict:
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
-            "layernorm": layernorm, "cross_entropy": cross_entropy}
+            "masked_softmax": masked_softmax, "layernorm": layernorm, "cross_entropy": cross_entropy}
 
 
 KERNELS = _kernels()

@@ -223,3 +223,27 @@ def test_a_fused_node_is_drawn_as_a_block_of_its_ops_that_depth_opens(tmp_path):
     render(fast, tmp_path / "closed.dot", depth=3)  # blocks inside decoder/layer_0 closed
     closed = (tmp_path / "closed.dot").read_text()
     assert "fused 1: + → +" in closed and ">+ b_o<" not in closed
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
+    """-O2 runs mask+softmax as one op and drops the backward's mask of softmax_grad (zero
+    there already): no mask op is left, and forward and gradients equal -O0's."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, window=window, **SMALL)
+    params, feeds = tg.init_params(g, 2), random_feeds(g, {"B": 2, "T": 8}, 2)
+    fwd, report = optimize(g, 2)
+    fb = training_graph(g, "loss", 2)
+    assert report["fuse_masked_softmax"] == SMALL["n_layers"]
+    for graph in (fwd, fb):
+        ops = [n.op for n in graph.nodes]
+        assert "mask" not in ops and ops.count("masked_softmax") == SMALL["n_layers"]
+    close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
+    close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
+
+
+def test_a_padding_mask_stays_a_mask_op():
+    """A mask with a keep input (BERT's padding) is not a pattern the fused op knows."""
+    g = build_model("bert", loss=True, vocab=11, **SMALL)
+    fwd, report = optimize(g, 2)
+    assert report["fuse_masked_softmax"] == 0
+    assert any(n.op == "mask" and len(n.inputs) == 2 for n in fwd.nodes)

@@ -1,4 +1,4 @@
-"""Row kernels: softmax, its gradient, the causal/window mask, LayerNorm and cross-entropy
+"""Row kernels: softmax, its gradient, the causal/window mask, the two as one, LayerNorm and cross-entropy
 along the last axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
@@ -63,6 +63,31 @@ MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
         for j in range(s):
             keep = (not causal or j <= i) and (window == 0 or abs(j - i) <= window)
             out[r, j] = x[r, j] if keep else fill
+"""
+
+# ops/masking.py's MaskedSoftmax: SOFTMAX reading a masked key as −inf, so no masked copy of
+# the scores is written and read back. Whole rows: the masked keys are exponentiated too
+# (to 0), since a loop over a row's kept keys alone, of another length on every row, ran
+# its scalar remainder more than its vector body and was no faster.
+MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window):
+    s = x.shape[1]
+    for r in range(r0, r1):
+        i = r % t + (s - t)
+        lo = max(i - window, 0) if window > 0 else 0
+        hi = min(i + 1, s) if causal else s
+        hi = min(hi, i + window + 1) if window > 0 else hi
+        m = -np.inf
+        for j in range(lo, hi):
+            m = max(m, x[r, j])
+        m = m if np.isfinite(m) else 0.0
+        z = 0.0
+        for j in range(s):
+            e = math.exp(x[r, j] - m) if lo <= j < hi else 0.0
+            out[r, j] = e
+            z += out[r, j]
+        z = z if z != 0.0 else 1.0
+        for j in range(s):
+            out[r, j] = out[r, j] / z
 """
 
 # ops/reduce.py's Layernorm: statistics summed in float64

@@ -120,6 +120,12 @@ def _softmax(e, n, ins):
     return y
 
 
+def _masked_softmax(e, n, ins):
+    """Where(pattern, scores, −inf), then Softmax with its NaN rows (no key kept) as 0."""
+    y = e.op("Softmax", [_mask(e, n, ins)], axis=-1)
+    return e.op("Where", [e.op("IsNaN", [y]), e.scalar(0, _dtype(n)), y])
+
+
 def _softmax_grad(e, n, ins):
     y, g = ins
     yg = e.op("Mul", [y, g])
@@ -303,7 +309,7 @@ RULES = {
     "where": _same("Where"), "compare": _compare, "cast": _cast, "matmul": _same("MatMul"),
     "sum": _reduction("ReduceSum"), "mean": _reduction("ReduceMean"),
     "max": _reduction("ReduceMax"), "numel": _numel, "softmax": _softmax,
-    "softmax_grad": _softmax_grad, "layernorm": _layernorm, "cross_entropy": _cross_entropy,
+    "softmax_grad": _softmax_grad, "masked_softmax": _masked_softmax, "layernorm": _layernorm, "cross_entropy": _cross_entropy,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,
     "split": _split, "slice": _slice, "unslice": _unslice, "broadcast_to": _broadcast_to,
     "gather": _gather, "scatter_add": _scatter_add, "one_hot": _one_hot,

@@ -3,7 +3,8 @@
     -O0  the graph as built (a copy)
     -O1  heads merged into batched paths, dead code, constants folded, common
          subexpressions merged, to a fixed point
-    -O2  -O1, then elementwise chains fused into compiled loops (tgraph/codegen)
+    -O2  -O1, then attention's mask and softmax as one op, and elementwise chains fused
+         into compiled loops (tgraph/codegen)
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
@@ -24,6 +25,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     """``in_place``: the passes may rewrite ``graph`` itself (a graph the caller just made
     and will not use again), saving a copy."""
     from tgraph.io import copy_graph
+    from tgraph.passes.attention import fuse_masked_softmax
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.merge_heads import merge_heads
     from tgraph.passes.simplify import cse, dce, fold_constants
@@ -43,6 +45,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         if not any(changed.values()):
             break
     if level >= 2:
+        report["fuse_masked_softmax"] = fuse_masked_softmax(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
     return g.validate(), report
 
