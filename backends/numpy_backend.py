@@ -41,8 +41,9 @@ class NumpyBackend:
             kernel = FusedKernel(node)
             kernel.preload()
             return kernel
-        if node.op in self.kernels:  # a row kernel: compiled (or loaded) now, on tiny arrays
-            tiny = [np.zeros((1,) * v.type.rank, v.dtype) for v in node.inputs]
+        if node.op in self.kernels:  # compiled (or loaded) now, on tiny arrays: 2 per axis,
+            # as a batched matmul needs to take its own path
+            tiny = [np.zeros((2,) * v.type.rank, v.dtype) for v in node.inputs]
             try:
                 self.kernels[node.op](np, *tiny, **node.attrs)
             except (ValueError, IndexError, TypeError, ArithmeticError):

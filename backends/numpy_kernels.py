@@ -85,12 +85,19 @@ def cross_entropy(xp, logits, targets):
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
+def matmul(xp, a, b):
+    from tgraph.codegen.gemm import batched_matmul
+
+    out = batched_matmul(a, b)
+    return get_op("matmul").kernel(xp, a, b) if out is None else out
+
+
 def _kernels() -> dict:
     from tgraph.codegen.rows import SOFTMAX, SOFTMAX_GRAD
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
-            "masked_softmax": masked_softmax, "layernorm": layernorm, "cross_entropy": cross_entropy}
+            "masked_softmax": masked_softmax, "layernorm": layernorm, "cross_entropy": cross_entropy, "matmul": matmul}
 
 
 KERNELS = _kernels()

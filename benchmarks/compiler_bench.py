@@ -71,12 +71,24 @@ def torch_sides(cfg, b, t):
     return {"torch eager forward": forward, "torch eager step": step}
 
 
-def interleaved(sides: dict, rounds: int) -> dict[str, float]:
+#: seconds between two sides: torch's OpenMP workers, OpenBLAS's and XLA's threads spin on a
+#: core for a while after their last job, and a side timed right after another runs beside
+#: them (GPT config M: torch's forward 152 ms so, 63-76 ms after a pause). After the pause
+#: each side runs once untimed, then once timed: a side started cold after an idle pause
+#: pays for waking the machine (tgraph's forward 73-81 ms back to back, 105-112 ms after
+#: 0.3 s idle), which steps run back to back never see. So each side is timed as a user
+#: running that one library in a loop sees it.
+PAUSE = 0.3
+
+
+def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, float]:
     for fn in sides.values():  # warm-up: kernels compiled, pages touched
         fn()
     times: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for k, fn in sides.items():
+            time.sleep(pause)
+            fn()
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
@@ -169,6 +181,9 @@ def main() -> None:
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="M")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--pause", type=float, default=PAUSE,
+                        help="seconds of idle machine before each side's untimed and timed run "
+                        "(default %(default)s)")
     parser.add_argument("--jax", action="store_true",
                         help="JAX jit as a second peer (pip install jax; not a dependency)")
     args = parser.parse_args()
@@ -177,7 +192,8 @@ def main() -> None:
 
     print(f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; median of {args.rounds} interleaved rounds")
+          f"{os.getloadavg()[0]:.1f}; median of {args.rounds} interleaved rounds, "
+          f"{args.pause} s idle and one untimed run before each")
     peak = gemm_gflops()
     print(f"float32 GEMM 2048²: {peak:.1f} GFLOP/s")
     for name in (CONFIGS if args.config == "all" else [args.config]):
@@ -188,7 +204,7 @@ def main() -> None:
             from jax_gpt import jax_sides
 
             sides.update(jax_sides(cfg, b, t))
-        med = interleaved(sides, args.rounds)
+        med = interleaved(sides, args.rounds, args.pause)
         print(f"== {name} (B={b}, T={t})")
         for kind in ("forward", "step"):
             peer = med[f"torch eager {kind}"]
@@ -212,7 +228,7 @@ def main() -> None:
             split, _ = tgraph_sides(cfg, b, t, heads="split")
             pair = {"split -O2": split["tgraph -O2 forward"],
                     "batched -O2": sides["tgraph -O2 forward"]}
-            m = interleaved(pair, args.rounds)
+            m = interleaved(pair, args.rounds, args.pause)
             print(f"split-heads graph at -O2 / batched build at -O2 (forward): "
                   f"{m['split -O2'] / m['batched -O2']:.3f}")
     if not args.no_pipeline:

@@ -185,3 +185,48 @@ def test_fused_adamw_step_follows_the_pure_update(dtype):
     assert fused.state["t"] == 3
     # the moments are the optimizer's state, kept in place
     np.testing.assert_allclose(fused.state["m"]["w"], state["m"]["w"], rtol=1e-5, atol=1e-7)
+
+
+def attention_operands(rng, dtype, b=2, t=6, h=3, d=4):
+    """Q, K, V as the model slices them out of one projection (strided head views), and
+    attention weights S: every layout the batched products meet, transposes included."""
+    qkv = rng.standard_normal((b, t, 3, h, d)).astype(dtype)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    s = rng.standard_normal((b, h, t, t)).astype(dtype)
+    return {"q@kT": (q, k.swapaxes(-1, -2)), "s@v": (s, v), "sT@q": (s.swapaxes(-1, -2), q),
+            "vT@s": (v.swapaxes(-1, -2), s), "qT@v": (q.swapaxes(-1, -2), v),
+            "broadcast batch": (s, v[:1]), "contiguous": (np.ascontiguousarray(q),
+                                                          np.ascontiguousarray(k.swapaxes(-1, -2)))}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_gemm_on_strided_views_within_the_dot_product_bound(dtype):
+    """Each product handed to the BLAS as it lies in memory: against float64 products of the
+    same numbers, within γ_K·|a|·|b| (any summation order the BLAS picks)."""
+    from tgraph.codegen.gemm import batched_matmul
+
+    u = U32 if dtype == np.float32 else 2.0**-53
+    for name, (a, b) in attention_operands(np.random.default_rng(5), dtype).items():
+        got = batched_matmul(a, b)
+        assert got is not None and got.dtype == dtype and got.flags.c_contiguous, name
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        want, terms = a64 @ b64, np.abs(a64) @ np.abs(b64)
+        assert got.shape == want.shape, name
+        assert np.all(np.abs(got - want) <= (a.shape[-1] + 1) * u * terms), name
+
+
+def test_batched_gemm_leaves_other_shapes_to_numpy():
+    from tgraph.codegen.gemm import SMALL_GEMM, batched_matmul
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 2)).astype(np.float32)
+    assert batched_matmul(x, w) is None  # a shared weight: one 2-D GEMM (the registry's)
+    assert batched_matmul(x[:, :, ::2], x[:, :2, :2]) is None  # no contiguous axis
+    assert batched_matmul(x[:1], x.swapaxes(-1, -2)[:1]) is None  # a batch of one
+    n = int(round(SMALL_GEMM ** (1 / 3))) + 1
+    big = np.zeros((2, n, n), np.float32)
+    assert batched_matmul(big, big) is None  # one product big enough for the BLAS threads
+    a, b = attention_operands(rng, np.float32)["q@kT"]
+    np.testing.assert_array_equal(KERNELS["matmul"](np, a, b), batched_matmul(a, b))
+    np.testing.assert_array_equal(KERNELS["matmul"](np, x, w), get_op("matmul").kernel(np, x, w))
