@@ -262,7 +262,7 @@ class Gelu(OpDef):
         x = args[0]
         if approximate == "tanh":
             return f"(0.5 * {x} * (1.0 + math.tanh({GELU_TANH_C!r} * ({x} + 0.044715 * {x} * {x} * {x}))))"
-        return f"(0.5 * {x} * math.erfc({x} * {-1 / math.sqrt(2)!r}))"
+        return f"({x} * math.ndtr({x}))"
 
     def vjp(self, node, grads):
         return [tb.apply("gelu_grad", node.inputs[0], grads[0], **node.attrs)]

@@ -73,7 +73,7 @@ class GeluGrad(OpDef):
             t = f"math.tanh({GELU_TANH_C!r} * ({x} + {_A!r} * {x} * {x} * {x}))"
             du = f"({GELU_TANH_C!r} * (1.0 + {3 * _A!r} * {x} * {x}))"
             return f"({g} * (0.5 * (1.0 + {t}) + 0.5 * {x} * (1.0 - {t} * {t}) * {du}))"
-        return (f"({g} * (0.5 * math.erfc({x} * {-1 / math.sqrt(2)!r}) + "
+        return (f"({g} * (math.ndtr({x}) + "
                 f"{x} * math.exp(-0.5 * {x} * {x}) * {_INV_SQRT_2PI!r}))")
 
     def vjp(self, node, grads):

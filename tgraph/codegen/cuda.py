@@ -18,9 +18,12 @@ import hashlib
 
 from tgraph.ops.registry import get_op
 
-#: math functions a formula may call: the same name in C's and CUDA's math library
+#: math functions a formula may call: the same name in C's and CUDA's math library (but
+#: ndtr, Φ, which CUDA calls normcdf)
 MATH = frozenset({"exp", "log", "sqrt", "tanh", "erf", "erfc", "sin", "cos", "fabs",
-                  "isnan", "isinf", "isfinite"})
+                  "isnan", "isinf", "isfinite", "ndtr"})
+#: a formula's name for a function CUDA's math library calls otherwise
+_C_NAME = {"ndtr": "normcdf"}
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 _COMPARE = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==",
             ast.NotEq: "!="}
@@ -79,7 +82,8 @@ def _call(e: ast.Call) -> str:
     f, args = e.func, e.args
     if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
             and f.value.id == "math" and f.attr in MATH):
-        return f"{f.attr}({', '.join(f'(double)({_c(a)})' for a in args)})"
+        name = _C_NAME.get(f.attr, f.attr)
+        return f"{name}({', '.join(f'(double)({_c(a)})' for a in args)})"
     if isinstance(f, ast.Name) and f.id == "abs" and len(args) == 1:
         return f"fabs((double)({_c(args[0])}))"
     if isinstance(f, ast.Name) and f.id in ("min", "max") and len(args) == 2:

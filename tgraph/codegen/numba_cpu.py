@@ -24,6 +24,8 @@ only where the work pays for them.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -39,9 +41,19 @@ from tgraph.errors import BackendError
 from tgraph.parallel import split
 
 _LOADED: dict[str, object] = {}
-#: generated float32 kernels inline vecmath: a change there must not reuse an old kernel
-_VECMATH_VERSION = hashlib.sha256(
-    (Path(__file__).parent / "vecmath.py").read_bytes()).hexdigest()[:12]
+@functools.cache
+def _version(module: str) -> str:
+    """A module's content hash: generated kernels key on their generator and math."""
+    return hashlib.sha256((Path(__file__).parent / module).read_bytes()).hexdigest()[:12]
+
+
+#: generated kernels inline their math module: a change there must not reuse an old kernel
+_VECMATH_VERSION = _version("vecmath.py")
+#: how a kernel computes, by its dtypes (``math_mode``): the module its formulas' ``math``
+#: names and the version that keys its cache
+MATH_MODULES = {"f32": ("tgraph.codegen.vecmath32", _version("vecmath32.py") + "-f32"),
+                "vec": ("tgraph.codegen.vecmath", _VECMATH_VERSION),
+                "libm": ("tgraph.codegen.libm", _version("libm.py"))}
 _LOCK = threading.Lock()
 
 
@@ -94,21 +106,60 @@ _TINY = {FULL: lambda dt, tiny: np.zeros((1, 1), dt),
          STRIDED: lambda dt, tiny: np.broadcast_to(np.zeros(1, dt), tiny)}
 
 
-def fast_math(dtypes) -> bool:
-    """Kernels with no float64 value use vecmath (vectorizable, float32-accurate)."""
-    return all(np.dtype(d) != np.float64 for d in dtypes)
+def math_mode(in_dtypes, out_dtypes) -> str:
+    """"f32": float32 (and bool) values only, computed in float32 (vecmath32, 8 lanes);
+    "vec": no float64 value, computed in float64 lanes (vecmath, float32-accurate);
+    "libm": float64, with libm's functions."""
+    dtypes = [np.dtype(d) for d in (*in_dtypes, *out_dtypes)]
+    if all(d == np.float32 for d in map(np.dtype, out_dtypes)) and all(
+            d in (np.float32, np.bool_) for d in dtypes):
+        return "f32"
+    return "libm" if any(d == np.float64 for d in dtypes) else "vec"
 
 
-def canonical(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
+def canonical(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
     """The text a kernel is keyed by: the body (ops, references, attrs, inlined constants),
     its outputs, how each input is read, the rank (for strided reads) and the math used."""
     return json.dumps({"body": attrs["body"], "outputs": attrs["outputs"], "kinds": kinds,
                        "ndim": ndim if STRIDED in kinds else 2,
-                       "math": _VECMATH_VERSION if fast else "libm"},
+                       "math": MATH_MODULES[mode][1], "generator": _version("numba_cpu.py")},
                       sort_keys=True, separators=(",", ":"))
 
 
-def source(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
+class _Float32Literals(ast.NodeTransformer):
+    """Numbers in a formula as float32 constants, so float32 values stay float32 (a float64
+    literal would widen the whole loop to 4 lanes); a power's exponent stays as written."""
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return _f32(node)
+        return node
+
+    def visit_BinOp(self, node):
+        node.left = self.visit(node.left)
+        if not isinstance(node.op, ast.Pow):
+            node.right = self.visit(node.right)
+        return node
+
+    def visit_Subscript(self, node):  # an index (in2[0]) stays an integer
+        node.value = self.visit(node.value)
+        return node
+
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Name) and node.func.id == "float":  # _literal's inf, nan
+            return _f32(node)
+        return self.generic_visit(node)
+
+
+def _f32(node: ast.expr) -> ast.Call:
+    return ast.Call(ast.Attribute(ast.Name("np", ast.Load()), "float32", ast.Load()), [node], [])
+
+
+def float32_formula(expr: str) -> str:
+    return ast.unparse(_Float32Literals().visit(ast.parse(expr, mode="eval")))
+
+
+def source(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
     """Python source of ``kernel(r0, r1, n, in0, .., out0, ..)`` for rows r0..r1 of the
     output seen as (rows, n); inputs read as ``kinds`` says, strided ones of rank ``ndim``."""
     from tgraph.ops.registry import get_op
@@ -121,10 +172,14 @@ def source(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
     written = kinds.find(WRITTEN)
     out_names = [f"in{written}" if written >= 0 else f"out{k}" for k in range(len(outs))]
     args = [*(f"in{k}" for k in range(n_inputs)), *(o for o in out_names if o.startswith("out"))]
-    flags = '{"contract", "nsz", "arcp", "reassoc"}' if fast else '{"contract"}'
+    reduces = any(e["op"] in ("sum", "mean") for e in attrs["body"])
+    # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
+    flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
+             if mode != "libm" else '{"contract"}')
+    module = MATH_MODULES[mode][0]
     lines = [
         "import numpy as np", "from numba import njit",
-        "from tgraph.codegen import vecmath as math" if fast else "import math", "", "",
+        f"import {module} as math", "", "",
         f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})",
         f"def kernel(r0, r1, n, {', '.join(args)}):",
     ]
@@ -146,7 +201,8 @@ def source(attrs: dict, kinds: str, ndim: int, fast: bool) -> str:
             body_lines.append(f"            acc{k} += {refs[0]}")
         else:
             expr = get_op(entry["op"]).scalar(refs, **entry.get("attrs", {}))
-            body_lines.append(f"            v{k} = {expr}")
+            body_lines.append(f"            v{k} = "
+                              f"{float32_formula(expr) if mode == 'f32' else expr}")
         names.append(f"v{k}")
     lines += [f"        {acc} = 0.0" for acc in reductions.values()]
     lines.append("        for j in range(n):")
@@ -172,10 +228,10 @@ def _literal(a: dict) -> str:
     return repr(value)
 
 
-def load(attrs: dict, kinds: str, ndim: int, fast: bool):
+def load(attrs: dict, kinds: str, ndim: int, mode: str):
     """The jitted kernel for a body read as ``kinds``."""
-    return load_source(canonical(attrs, kinds, ndim, fast),
-                       lambda: source(attrs, kinds, ndim, fast))
+    return load_source(canonical(attrs, kinds, ndim, mode),
+                       lambda: source(attrs, kinds, ndim, mode))
 
 
 def load_source(key: str, make_source) -> object:
@@ -215,7 +271,7 @@ class FusedKernel:
         self.reduced = [node.attrs["body"][r - len(node.inputs)]["op"] in ("sum", "mean")
                         for r in node.attrs["outputs"]]
         self.ndim = max(2, node.outputs[0].type.rank)
-        self.fast = fast_math([*self.dtypes, *(v.dtype for v in node.inputs)])
+        self.mode = math_mode([v.dtype for v in node.inputs], self.dtypes)
         self.kernels: dict[str, object] = {}
         self.node = node
 
@@ -231,7 +287,7 @@ class FusedKernel:
 
     def kernel_for(self, kinds: str):
         if kinds not in self.kernels:
-            self.kernels[kinds] = load(self.attrs, kinds, self.ndim, self.fast)
+            self.kernels[kinds] = load(self.attrs, kinds, self.ndim, self.mode)
         return self.kernels[kinds]
 
     def __call__(self, *arrays, into=None):

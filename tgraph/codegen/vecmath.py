@@ -24,6 +24,7 @@ _FLAGS = dict(error_model="numpy", fastmath={"contract", "nsz"}, inline="always"
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238  # ln 2 split so that n·_LN2_HI is exact (Cody and Waite)
 _LN2_LO = 1.9082149292705877e-10
+_NEG_INV_SQRT2 = -1 / math.sqrt(2)
 
 
 @intrinsic
@@ -71,6 +72,12 @@ def erfc(x):  # noqa: F811
             -0.82215223 + t * 0.17087277)))))))))
     tail = t * exp(r - z * z)
     return tail if x >= 0.0 else 2.0 - tail
+
+
+@njit(**_FLAGS)
+def ndtr(x):
+    """Φ(x) = ½·erfc(−x/√2)."""
+    return 0.5 * erfc(x * _NEG_INV_SQRT2)
 
 
 @njit(**_FLAGS)
