@@ -280,3 +280,17 @@ def test_batched_gemm_leaves_other_shapes_to_numpy():
     a, b = attention_operands(rng, np.float32)["q@kT"]
     np.testing.assert_array_equal(KERNELS["matmul"](np, a, b), batched_matmul(a, b))
     np.testing.assert_array_equal(KERNELS["matmul"](np, x, w), get_op("matmul").kernel(np, x, w))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_rows_add_in_np_add_at_order(dtype):
+    """The embedding gradient's scatter: repeated ids summed in update order, as np.add.at
+    does, so the result is bit for bit the registry kernel's; an id out of range is the
+    registry kernel's error, not a write outside the table."""
+    rng = np.random.default_rng(7)
+    upd = rng.standard_normal((3, 50, 8)).astype(dtype)
+    idx = rng.integers(0, 5, (3, 50))  # many repeats per row
+    want = get_op("scatter_add").kernel(np, upd, idx, [5, 8])
+    np.testing.assert_array_equal(KERNELS["scatter_add"](np, upd, idx, [5, 8]), want)
+    with pytest.raises(IndexError):
+        KERNELS["scatter_add"](np, upd, np.full((3, 50), 5), [5, 8])

@@ -1,4 +1,5 @@
-"""Row kernels: softmax, its gradient, the causal/window mask, the two as one, LayerNorm and cross-entropy
+"""Row kernels: softmax, its gradient, the causal/window mask, the two as one, the
+embedding gradient's scatter of rows, LayerNorm and cross-entropy
 along the last axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
@@ -119,6 +120,18 @@ CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
         for j in range(n):
             s += math.exp(x[r, j] - m)
         out[r] = math.log(s) + m - x[r, targets[r]]
+"""
+
+
+# ops/layout.py's ScatterAdd as np.add.at does it: updates added in their order (so the
+# sums round alike), one output row at a time; the caller has checked every index is in
+# [0, rows). One thread: two updates of one row must not race.
+SCATTER_ROWS = """def kernel(r0, r1, upd, idx, out):
+    n = upd.shape[1]
+    for r in range(r0, r1):
+        k = idx[r]
+        for j in range(n):
+            out[k, j] += upd[r, j]
 """
 
 

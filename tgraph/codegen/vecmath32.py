@@ -19,9 +19,9 @@ import math as _math
 from math import *  # noqa: F403 (the rest of ``math``, in float64, for formulas that use it)
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from tgraph.codegen.vecmath import _bits_as_float32
 
 F = np.float32
 _FLAGS = dict(error_model="numpy", fastmath={"contract", "nsz"}, inline="always")
@@ -34,14 +34,6 @@ _HALF, _ONE, _TWO, _ZERO = F(0.5), F(1.0), F(2.0), F(0.0)
 _INF = F(np.inf)
 pi = F(_math.pi)
 e = F(_math.e)
-
-
-@intrinsic
-def _bits_as_float32(typingctx, bits):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
 
 
 @njit(**_FLAGS)
