@@ -61,6 +61,10 @@ class NumpyBackend:
 
             kernel = FusedKernel(node)
             return lambda out, *arrays: kernel(*arrays, into=out)
+        if node.op == "scatter_add" and len(node.inputs) == 3:  # rows added onto the base
+            shape = node.attrs["shape"]
+            return lambda out, upd, idx, base: self.kernels["scatter_add"](
+                np, upd, idx, base, shape=shape, into=out if out is base else None)
         return None
 
 

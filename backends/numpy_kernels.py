@@ -6,7 +6,8 @@ where its arrays allow and hands over to it otherwise, so results agree to round
   compiled loop per row (tgraph/codegen/rows.py), rows split over the cores. NumPy takes
   3-5 passes and temporaries for each.
 - ``scatter_add`` (an embedding's gradient): rows added in order by one loop, where
-  ``np.add.at`` takes ~1.5 ms for 1,024 rows of 256.
+  ``np.add.at`` takes ~1.5 ms for 1,024 rows of 256; onto its base in place when the
+  executor hands over a dying one.
 - ``matmul`` of two batches of small matrices (attention's): one BLAS GEMM per product on
   the arrays as they lie, the batch split over the cores (tgraph/codegen/gemm.py).
 """
@@ -74,14 +75,18 @@ def layernorm(xp, x, g, b, eps=1e-5):
     return out.reshape(x.shape)
 
 
-def scatter_add(xp, upd, idx, shape):
+def scatter_add(xp, upd, idx, base=None, shape=(), into=None):
+    """``into``: the executor's array to write the result in (a dying ``base``)."""
     from tgraph.codegen.rows import SCATTER_ROWS, row_kernel
 
     rows = int(shape[0]) if shape else 0
     if (upd.dtype.kind != "f" or not idx.size or len(shape) != 2 or idx.dtype.kind not in "iu"
             or idx.min() < 0 or idx.max() >= rows):  # the registry kernel says why
-        return get_op("scatter_add").kernel(xp, upd, idx, shape)
-    out = np.zeros(shape, upd.dtype)
+        return get_op("scatter_add").kernel(xp, upd, idx, base, shape=shape)
+    if into is not None:
+        out = into
+    else:
+        out = np.zeros(shape, upd.dtype) if base is None else np.array(base, order="C")
     flat = np.ascontiguousarray(upd).reshape(-1, shape[1])
     ids = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
     row_kernel(SCATTER_ROWS, upd.dtype)(0, len(ids), flat, ids, out)

@@ -316,41 +316,48 @@ class Gather(Movement):
 
 @register_op
 class ScatterAdd(Movement):
-    """Zeros of `shape` with each row of updates added at its index: gather's gradient."""
+    """Zeros of `shape` (or `base`, when given) with each row of updates added at its index:
+    gather's gradient. -O2 passes the dense gradient a tied embedding also gets as `base`
+    (tgraph/passes/scatter.py), so only the looked-up rows are touched."""
 
     name = "scatter_add"
     attr_kinds = {"shape": "shape"}
-    signature = "scatter_add(updates[..., D], idx: int[...], shape=[V, D]) -> [V, D]"
+    signature = "scatter_add(updates[..., D], idx: int[...], base[V, D]?=None, shape=[V, D]) -> [V, D]"
     shape_attrs = ("shape",)
 
     def infer(self, types, shape):
-        upd, idx = types
+        if len(types) not in (2, 3):
+            raise ShapeError("scatter_add takes updates, indices and at most one base")
+        upd, idx = types[:2]
         out = upd.with_shape(shape)
         if idx.dtype not in INT_DTYPES:
             raise ShapeError(f"scatter_add indices must be int, got {idx.dtype}")
         if upd.shape != (*idx.shape, *out.shape[1:]):
             raise ShapeError(f"scatter_add updates {fmt_shape(upd.shape)} must be indices "
                              f"{fmt_shape(idx.shape)} + rows {fmt_shape(out.shape[1:])}")
+        if len(types) == 3 and types[2] != out:
+            raise ShapeError(f"scatter_add base must be {out}, got {types[2]}")
         return out
 
-    def kernel(self, xp, upd, idx, shape):
-        out = xp.zeros(shape, dtype=upd.dtype)
+    def kernel(self, xp, upd, idx, base=None, shape=()):
+        out = xp.zeros(shape, dtype=upd.dtype) if base is None else base.copy()
         xp.add.at(out, idx.reshape(-1), upd.reshape(-1, *shape[1:]))
         return out
 
-    def jax_kernel(self, jnp, upd, idx, shape):
-        return jnp.zeros(shape, dtype=upd.dtype).at[idx.reshape(-1)].add(
-            upd.reshape(-1, *shape[1:]))
+    def jax_kernel(self, jnp, upd, idx, base=None, shape=()):
+        out = jnp.zeros(shape, dtype=upd.dtype) if base is None else base
+        return out.at[idx.reshape(-1)].add(upd.reshape(-1, *shape[1:]))
 
     def vjp(self, node, grads):
-        return [tb.gather(grads[0], node.inputs[1]), None]
+        return [tb.gather(grads[0], node.inputs[1]), None, *grads[:len(node.inputs) - 2]]
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return math.prod(in_shapes[0])
 
     def examples(self, rng):
-        return [([rng.standard_normal((2, 4, 3)), rng.integers(0, 5, (2, 4))],
-                 {"shape": [5, 3]})]
+        upd, idx = rng.standard_normal((2, 4, 3)), rng.integers(0, 5, (2, 4))
+        return [([upd, idx], {"shape": [5, 3]}),
+                ([upd, idx, rng.standard_normal((5, 3))], {"shape": [5, 3]})]
 
     def label(self, shape):
         return "Scatter-add (embedding gradient)"

@@ -290,7 +290,14 @@ def test_scatter_rows_add_in_np_add_at_order(dtype):
     rng = np.random.default_rng(7)
     upd = rng.standard_normal((3, 50, 8)).astype(dtype)
     idx = rng.integers(0, 5, (3, 50))  # many repeats per row
-    want = get_op("scatter_add").kernel(np, upd, idx, [5, 8])
-    np.testing.assert_array_equal(KERNELS["scatter_add"](np, upd, idx, [5, 8]), want)
+    scatter, reference = KERNELS["scatter_add"], get_op("scatter_add").kernel
+    np.testing.assert_array_equal(scatter(np, upd, idx, shape=[5, 8]),
+                                  reference(np, upd, idx, shape=[5, 8]))
+    base = rng.standard_normal((5, 8)).astype(dtype)
+    want = reference(np, upd, idx, base, shape=[5, 8])
+    np.testing.assert_array_equal(scatter(np, upd, idx, base, shape=[5, 8]), want)
+    onto = base.copy()  # the executor's in-place write: onto the dying base itself
+    assert scatter(np, upd, idx, onto, shape=[5, 8], into=onto) is onto
+    np.testing.assert_array_equal(onto, want)
     with pytest.raises(IndexError):
-        KERNELS["scatter_add"](np, upd, np.full((3, 50), 5), [5, 8])
+        scatter(np, upd, np.full((3, 50), 5), shape=[5, 8])

@@ -247,3 +247,34 @@ def test_a_padding_mask_stays_a_mask_op():
     fwd, report = optimize(g, 2)
     assert report["fuse_masked_softmax"] == 0
     assert any(n.op == "mask" and len(n.inputs) == 2 for n in fwd.nodes)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_tied_embeddings_sparse_gradient_is_added_onto_its_dense_one(tied):
+    """-O2: add(head's dense gradient, scatter_add(rows)) becomes scatter_add onto it; an
+    untied table has no sum to take it in. Gradients equal -O0's either way."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, tie_embeddings=tied, **SMALL)
+    params, feeds = tg.init_params(g, 3), random_feeds(g, {"B": 2, "T": 8}, 3)
+    fb = training_graph(g, "loss", 2)
+    onto = [n for n in fb.nodes if n.op == "scatter_add" and len(n.inputs) == 3]
+    assert len(onto) == (1 if tied else 0)
+    assert not any(n.op == "add" and any(v.node is not None and v.node.op == "scatter_add"
+                                         for v in n.inputs) for n in fb.nodes)
+    close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
+
+
+def test_a_transposed_product_comes_out_in_its_readers_layout():
+    """-O2: (aᵀ·b)ᵀ is computed as bᵀ·a, a contiguous result where it was a strided view
+    (a tied head's weight gradient); the numbers are -O0's."""
+    g = tg.Graph("t")
+    a, b = g.input("a", ("N", 5), "float64"), g.input("b", ("N", 3), "float64")
+    y = tb.transpose(tb.transpose(a, [1, 0]) @ b, [1, 0])
+    g.set_output("y", y)
+    fast, report = optimize(g, 2)
+    assert report["transpose_products"] == 1
+    assert [n.op for n in fast.nodes] == ["transpose", "matmul"]
+    rng = np.random.default_rng(8)
+    feeds = {"a": rng.standard_normal((7, 5)), "b": rng.standard_normal((7, 3))}
+    got = tg.run(fast, feeds)["y"]
+    np.testing.assert_allclose(got, tg.run(g, feeds)["y"], rtol=1e-12)
+    assert got.flags.c_contiguous and got.shape == (3, 5)

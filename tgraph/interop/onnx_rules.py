@@ -257,9 +257,10 @@ def _scatter_add(e, n, ins):
     import numpy as np
     from onnx import numpy_helper
 
-    upd, idx = ins
+    upd, idx, *given = ins
     zero = numpy_helper.from_array(np.zeros(1, dtype=_dtype(n)))
-    base = e.op("ConstantOfShape", [e.shape(n.attrs["shape"])], value=zero)
+    base = given[0] if given else e.op("ConstantOfShape", [e.shape(n.attrs["shape"])],
+                                       value=zero)
     idx = e.op("Unsqueeze", [e.op("Cast", [idx], to=onnx_dtype("int64")), e.ints([-1])])
     return e.op("ScatterND", [base, idx, upd], reduction="add")
 

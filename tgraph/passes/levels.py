@@ -3,8 +3,9 @@
     -O0  the graph as built (a copy)
     -O1  heads merged into batched paths, dead code, constants folded, common
          subexpressions merged, to a fixed point
-    -O2  -O1, then attention's mask and softmax as one op, and elementwise chains fused
-         into compiled loops (tgraph/codegen)
+    -O2  -O1, then attention's mask and softmax as one op, transposed products computed
+         in their reader's layout, a tied embedding's sparse gradient added onto its dense
+         one, and elementwise chains fused into compiled loops (tgraph/codegen)
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
@@ -27,6 +28,8 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.io import copy_graph
     from tgraph.passes.attention import fuse_masked_softmax
     from tgraph.passes.fuse import fuse_elementwise
+    from tgraph.passes.layout import transpose_products
+    from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.merge_heads import merge_heads
     from tgraph.passes.simplify import cse, dce, fold_constants
 
@@ -46,6 +49,8 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
             break
     if level >= 2:
         report["fuse_masked_softmax"] = fuse_masked_softmax(g)
+        report["transpose_products"] = transpose_products(g)
+        report["scatter_into_sums"] = scatter_into_sums(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
     return g.validate(), report
 
