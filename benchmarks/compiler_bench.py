@@ -3,8 +3,8 @@
 GPT config M (layers 4, d_model 256, heads 8, d_ff 1024, seq 128, batch 8, vocab 1024,
 pre-LN, exact GELU) and the gpt2-small preset (batch 1, seq 128, tanh GELU): forward and
 forward+backward step, tgraph at -O0/-O1/-O2 and torch eager; each round runs every side
-once in turn, the median over rounds is reported, so a noisy neighbour hits every side
-alike. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and the step's
+in turn (after a pause, one untimed run, then RUNS timed runs back to back), and the median
+over all timed runs is reported, so a noisy neighbour hits every side alike. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and the step's
 share of it, the split-heads diagram graph at -O2 against the batched build, and the -O2
 pipeline time (passes + kernel compilation) with a cold and a warm kernel cache, each in a
 fresh process.
@@ -73,12 +73,13 @@ def torch_sides(cfg, b, t):
 
 #: seconds between two sides: torch's OpenMP workers, OpenBLAS's and XLA's threads spin on a
 #: core for a while after their last job, and a side timed right after another runs beside
-#: them (GPT config M: torch's forward 152 ms so, 63-76 ms after a pause). After the pause
-#: each side runs once untimed, then once timed: a side started cold after an idle pause
-#: pays for waking the machine (tgraph's forward 73-81 ms back to back, 105-112 ms after
-#: 0.3 s idle), which steps run back to back never see. So each side is timed as a user
-#: running that one library in a loop sees it.
+#: them (GPT config M: torch's forward 152 ms so, 53-76 ms after a pause)
 PAUSE = 0.3
+#: then each side runs once untimed and RUNS times timed, back to back, as steps of a
+#: training loop do: a side's first runs after another library's are slower than its
+#: steady state (tgraph's M forward: 90+ ms right after a 0.3 s pause, 75-79 ms on the
+#: second run, 61-69 ms from the third on), and that warming is not what a loop sees
+RUNS = 3
 
 
 def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, float]:
@@ -89,9 +90,10 @@ def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, flo
         for k, fn in sides.items():
             time.sleep(pause)
             fn()
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(RUNS):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -193,7 +195,7 @@ def main() -> None:
     print(f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; median of {args.rounds} interleaved rounds, "
-          f"{args.pause} s idle and one untimed run before each")
+          f"{args.pause} s idle and one untimed run before each side's {RUNS} timed runs")
     peak = gemm_gflops()
     print(f"float32 GEMM 2048²: {peak:.1f} GFLOP/s")
     for name in (CONFIGS if args.config == "all" else [args.config]):
