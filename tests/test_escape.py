@@ -5,6 +5,7 @@ DOT re-read by ``dot`` and its attributes listed; default file names stay in the
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,14 @@ def test_render_without_o_writes_only_in_the_cwd(tmp_path, monkeypatch):
         assert r.exit_code == 0, r.output
     new = set(tmp_path.rglob("*")) - before
     assert {p.parent for p in new} == {here} and len(new) == 3
+
+
+def test_a_name_that_is_a_lone_bracket_renders(tmp_path):
+    """Graphviz 2.43 rejects an HTML-label text that is exactly "]" (found by hypothesis
+    in test_fuzz): it goes as an entity, and the SVG shows the name as written."""
+    g = Graph("brackets")
+    x = g.input("x", ("B", 4), "float32")
+    g.set_output("y", tb.relu(tb.matmul(x, g.param("]", (4, 4)))))
+    render(g, tmp_path / "g.svg")
+    texts = [t.text for t in ET.parse(tmp_path / "g.svg").iter("{http://www.w3.org/2000/svg}text")]
+    assert "]" in texts

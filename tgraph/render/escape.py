@@ -28,8 +28,10 @@ def html_text(text) -> str:
     """Text for inside an HTML-like label: cleaned, capped, entity-escaped."""
     # dot expands \G, \N, ... even in HTML labels, entities or not: a word joiner
     # (invisible) after each backslash keeps the text as written; dot rejects <B></B>,
-    # so empty text is a no-break space
-    text = html.escape(clean_text(text), quote=True).replace("\\", "\\&#8288;")
+    # so empty text is a no-break space; Graphviz 2.43's lexer fails on a text that is a
+    # lone "]" (hypothesis found it): brackets go as entities
+    text = (html.escape(clean_text(text), quote=True).replace("\\", "\\&#8288;")
+            .replace("]", "&#93;"))
     return text or "&#160;"
 
 
