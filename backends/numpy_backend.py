@@ -50,6 +50,12 @@ class NumpyBackend:
                 pass  # attrs that need real shapes: compiled on the first run instead
         return None
 
+    def compile_ahead(self, nodes) -> None:
+        """Cold kernels of a graph compiled on two cores (tgraph/codegen/ahead.py)."""
+        from tgraph.codegen.ahead import compile_ahead
+
+        compile_ahead(self, nodes)
+
     def writes_into(self, node):
         """``into(out, *arrays)`` computing the node into ``out`` (an input that dies at this
         step, of the result's shape and dtype), for the ops that can; else None."""

@@ -278,3 +278,30 @@ def test_a_transposed_product_comes_out_in_its_readers_layout():
     got = tg.run(fast, feeds)["y"]
     np.testing.assert_allclose(got, tg.run(g, feeds)["y"], rtol=1e-12)
     assert got.flags.c_contiguous and got.shape == (3, 5)
+
+
+def test_cold_kernels_are_shared_with_a_helper_process(tmp_path, monkeypatch):
+    """With an empty cache, every other distinct kernel is compiled by a helper process into
+    the same disk cache: afterwards every fused loop is cached, the helper was started once,
+    and the Executable computes what -O0 does."""
+    from tgraph.backends.numpy_backend import NumpyBackend
+    from tgraph.codegen import ahead
+    from tgraph.codegen.numba_cpu import FusedKernel
+
+    monkeypatch.setenv("TGRAPH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ahead, "MIN_COLD", 2)
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(ahead.subprocess, "Popen",
+                        lambda *a, **k: started.append(a) or popen(*a, **k))
+    g = build_model("gpt", loss=True, vocab=11, activation="gelu_tanh", **SMALL)
+    fb = training_graph(g, "loss", 2)
+    fused = [n for n in fb.nodes if n.op == "fused"]
+    assert sum(not FusedKernel(n).cached() for n in fused) >= 2
+    backend = NumpyBackend()
+    ahead.compile_ahead(backend, fb.nodes)  # this process's half, then the helper's
+    assert len(started) == 1 and all(FusedKernel(n).cached() for n in fused)
+    ex = tg.Executable(fb, backend)  # loads: nothing cold is left, no second helper
+    assert len(started) == 1
+    params, feeds = tg.init_params(g, 4), random_feeds(g, {"B": 2, "T": 8}, 4)
+    close(ex.run(feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-4)

@@ -68,6 +68,7 @@ class Executable:
             if s not in keep and s not in leaves:
                 free_at.setdefault(i, []).append(s)
         self.steps: list[Step] = []
+        getattr(self.backend, "compile_ahead", lambda nodes: None)(graph.nodes)
         prepare = getattr(self.backend, "prepare", lambda node: None)
         writes_into = getattr(self.backend, "writes_into", lambda node: None)
         for i, n in enumerate(graph.nodes):

@@ -234,6 +234,11 @@ def load(attrs: dict, kinds: str, ndim: int, mode: str):
                        lambda: source(attrs, kinds, ndim, mode))
 
 
+def source_path(key: str) -> Path:
+    """Where the module of the kernel keyed by ``key`` is written (and Numba's cache)."""
+    return cache_dir() / f"fused_{hashlib.sha256(key.encode()).hexdigest()[:24]}.py"
+
+
 def load_source(key: str, make_source) -> object:
     """``kernel`` of the module ``make_source()`` writes, keyed by ``key``: from this
     process's memo, else the file cache, else written there now (atomically, so concurrent
@@ -245,8 +250,8 @@ def load_source(key: str, make_source) -> object:
             import numba  # noqa: F401
         except ImportError as e:
             raise BackendError("compiled kernels need numba (pip install numba)") from e
-        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-        path = cache_dir() / f"fused_{digest}.py"
+        path = source_path(key)
+        digest = path.stem.removeprefix("fused_")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -275,11 +280,20 @@ class FusedKernel:
         self.kernels: dict[str, object] = {}
         self.node = node
 
+    def static_kinds(self) -> str:
+        """How the node's types say its inputs will be read (the loop preload compiles)."""
+        shape = tuple(self.node.outputs[0].shape)
+        return "".join(static_kind(tuple(v.shape), shape) for v in self.node.inputs)
+
+    def cached(self) -> bool:
+        """Whether that loop's module is in the disk cache already."""
+        key = canonical(self.attrs, self.static_kinds(), self.ndim, self.mode)
+        return key in _LOADED or source_path(key).exists()
+
     def preload(self) -> None:
         """Compile (or load from the disk cache) the loop for the way the node's types say
         its inputs will be read, by one call on tiny arrays: the first run then pays nothing."""
-        shape = tuple(self.node.outputs[0].shape)
-        kinds = "".join(static_kind(tuple(v.shape), shape) for v in self.node.inputs)
+        kinds = self.static_kinds()
         tiny = (1,) * self.ndim
         args = [_TINY[k](np.dtype(v.dtype), tiny) for k, v in zip(kinds, self.node.inputs)]
         args += [np.zeros(1 if red else (1, 1), dt) for dt, red in zip(self.dtypes, self.reduced)]
