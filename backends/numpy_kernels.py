@@ -49,16 +49,16 @@ def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
     return out.reshape(x.shape)
 
 
-def masked_softmax(xp, x, causal=False, window=0):
+def masked_softmax(xp, x, causal=False, window=0, scale=1.0):
     from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
 
     if x.dtype.kind != "f" or not x.size:
-        return get_op("masked_softmax").kernel(xp, x, causal=causal, window=window)
+        return get_op("masked_softmax").kernel(xp, x, causal=causal, window=window, scale=scale)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     out = np.empty_like(rows)
     fn = row_kernel(MASKED_SOFTMAX, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window)),
-          len(out), x.size)
+    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window),
+                            float(scale)), len(out), x.size)
     return out.reshape(x.shape)
 
 

@@ -88,42 +88,48 @@ class Mask(OpDef):
 
 @register_op
 class MaskedSoftmax(OpDef):
-    """softmax(mask(scores, causal, window), axis=-1) as one op: -O2's form of attention's
-    mask and softmax (tgraph/passes/attention.py). One pass over a row's kept keys only,
-    with no masked scores written in between; a row that keeps no key gives zeros."""
+    """softmax(mask(scale · scores, causal, window), axis=-1) as one op: -O2's form of
+    attention's 1/√d scale, mask and softmax (tgraph/passes/attention.py). One pass over a
+    row, with no scaled or masked scores written in between; a row that keeps no key gives
+    zeros."""
 
     name = "masked_softmax"
-    attr_kinds = {"causal": "bool", "window": "nat"}
-    signature = "masked_softmax(scores[..., T, S], causal=False, window=0) -> like scores"
+    attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps"}
+    signature = "masked_softmax(scores[..., T, S], causal=False, window=0, scale=1.0) -> like scores"
 
-    def infer(self, types, causal=False, window=0):
+    def infer(self, types, causal=False, window=0, scale=1.0):
         if len(types) != 1:
             raise ShapeError("masked_softmax takes the scores only (a keep mask stays a mask op)")
         return Mask.infer(self, types, causal=causal, window=window)
 
-    def kernel(self, xp, x, causal=False, window=0):
+    def kernel(self, xp, x, causal=False, window=0, scale=1.0):
         from tgraph.ops.registry import get_op
 
-        masked = Mask.kernel(self, xp, x, causal=causal, window=window)
+        scaled = x * x.dtype.type(scale) if scale != 1.0 else x
+        masked = Mask.kernel(self, xp, scaled, causal=causal, window=window)
         return get_op("softmax").kernel(xp, masked, axis=-1)
 
-    def jax_kernel(self, jnp, x, causal=False, window=0):
+    def jax_kernel(self, jnp, x, causal=False, window=0, scale=1.0):
         from tgraph.ops.registry import get_op
 
-        masked = Mask.jax_kernel(self, jnp, x, causal=causal, window=window)
+        scaled = x * jnp.asarray(scale, x.dtype) if scale != 1.0 else x
+        masked = Mask.jax_kernel(self, jnp, scaled, causal=causal, window=window)
         return get_op("softmax").jax_kernel(jnp, masked, axis=-1)
 
     def flops(self, in_shapes, out_shapes, **attrs):
-        return 6 * math.prod(out_shapes[0])
+        return 7 * math.prod(out_shapes[0])
 
     def vjp(self, node, grads):
         # softmax's gradient y·(g − Σ g·y) is already 0 where y is (the masked keys)
-        return [tb.apply("softmax_grad", node.output, grads[0], axis=-1)]
+        g = tb.apply("softmax_grad", node.output, grads[0], axis=-1)
+        scale = node.attrs.get("scale", 1.0)
+        return [tb.scale(g, scale) if scale != 1.0 else g]
 
     def examples(self, rng):
         return [([rng.standard_normal((2, 4, 4))], {"causal": True}),
-                ([rng.standard_normal((2, 3, 5))], {"causal": True, "window": 1}),
-                ([rng.standard_normal((3, 6))], {"window": 2})]
+                ([rng.standard_normal((2, 3, 5))], {"causal": True, "window": 1, "scale": 0.5}),
+                ([rng.standard_normal((3, 6))], {"window": 2, "scale": 3.0})]
 
-    def label(self, causal=False, window=0):
-        return f"Masked softmax ({Mask.label(self, causal, window)[6:-1]})"
+    def label(self, causal=False, window=0, scale=1.0):
+        kinds = Mask.label(self, causal, window)[6:-1]
+        return f"Masked softmax ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"

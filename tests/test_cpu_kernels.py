@@ -118,14 +118,17 @@ def test_softmax_grad_rows_within_the_summation_bound(dtype):
     assert np.all(np.abs(got - want) <= (y.shape[-1] + 3) * u * terms)
 
 
-@pytest.mark.parametrize("kw", [dict(causal=True), dict(window=2), dict(causal=True, window=1)])
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(window=2), dict(causal=True, window=1),
+                                dict(causal=True, scale=0.125)])
 @pytest.mark.parametrize("shape", [(2, 3, 6, 6), (3, 200, 5, 9), (2, 7, 4)])  # T < S, T > S
 def test_masked_softmax_rows_float32_within_a_few_ulps_of_float64(shape, kw):
-    """The row kernel against softmax(mask(x)) in float64: rows whose queries see no key
-    (T > S, causal) are zeros, like the registry's all −inf rows."""
+    """The row kernel against softmax(mask(scale·x)) in float64: rows whose queries see no
+    key (T > S, causal) are zeros, like the registry's all −inf rows."""
     x = (np.random.default_rng(4).standard_normal(shape) * 4).astype(np.float32)
     got = KERNELS["masked_softmax"](np, x, **kw)
-    want = get_op("softmax").kernel(np, get_op("mask").kernel(np, x.astype(np.float64), **kw))
+    pattern = {k: v for k, v in kw.items() if k != "scale"}
+    scaled = x.astype(np.float64) * kw.get("scale", 1.0)
+    want = get_op("softmax").kernel(np, get_op("mask").kernel(np, scaled, **pattern))
     assert got.dtype == np.float32 and np.all(got[want == 0] == 0)
     assert np.all(np.abs(got - want) <= 4 * U32 * want)
     x64 = x.astype(np.float64)

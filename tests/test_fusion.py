@@ -227,8 +227,9 @@ def test_a_fused_node_is_drawn_as_a_block_of_its_ops_that_depth_opens(tmp_path):
 
 @pytest.mark.parametrize("window", [0, 2])
 def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
-    """-O2 runs mask+softmax as one op and drops the backward's mask of softmax_grad (zero
-    there already): no mask op is left, and forward and gradients equal -O0's."""
+    """-O2 runs scale+mask+softmax as one op and drops the backward's mask of softmax_grad
+    (zero there already): no mask op is left, the forward's 1/√d is the op's scale, and
+    forward and gradients equal -O0's."""
     g = build_model("gpt", loss=True, dtype="float64", vocab=11, window=window, **SMALL)
     params, feeds = tg.init_params(g, 2), random_feeds(g, {"B": 2, "T": 8}, 2)
     fwd, report = optimize(g, 2)
@@ -237,6 +238,9 @@ def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
     for graph in (fwd, fb):
         ops = [n.op for n in graph.nodes]
         assert "mask" not in ops and ops.count("masked_softmax") == SMALL["n_layers"]
+    d_head = SMALL["d_model"] // SMALL["n_heads"]
+    scales = [n.attrs.get("scale") for n in fwd.nodes if n.op == "masked_softmax"]
+    assert scales == pytest.approx([d_head ** -0.5] * SMALL["n_layers"])
     close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
     close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
 

@@ -66,11 +66,12 @@ MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
             out[r, j] = x[r, j] if keep else fill
 """
 
-# ops/masking.py's MaskedSoftmax: SOFTMAX reading a masked key as −inf, so no masked copy of
-# the scores is written and read back. Whole rows: the masked keys are exponentiated too
-# (to 0), since a loop over a row's kept keys alone, of another length on every row, ran
-# its scalar remainder more than its vector body and was no faster.
-MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window):
+# ops/masking.py's MaskedSoftmax: SOFTMAX of scale·x reading a masked key as −inf, so no
+# scaled or masked copy of the scores is written and read back (scale > 0: the row's
+# maximum is scale times x's). Whole rows: the masked keys are exponentiated too (to 0),
+# since a loop over a row's kept keys alone, of another length on every row, ran its
+# scalar remainder more than its vector body and was no faster.
+MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale):
     s = x.shape[1]
     for r in range(r0, r1):
         i = r % t + (s - t)
@@ -80,10 +81,10 @@ MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window):
         m = -np.inf
         for j in range(lo, hi):
             m = max(m, x[r, j])
-        m = m if np.isfinite(m) else 0.0
+        m = m * scale if np.isfinite(m) else 0.0
         z = 0.0
         for j in range(s):
-            e = math.exp(x[r, j] - m) if lo <= j < hi else 0.0
+            e = math.exp(x[r, j] * scale - m) if lo <= j < hi else 0.0
             out[r, j] = e
             z += out[r, j]
         z = z if z != 0.0 else 1.0

@@ -121,8 +121,11 @@ def _softmax(e, n, ins):
 
 
 def _masked_softmax(e, n, ins):
-    """Where(pattern, scores, −inf), then Softmax with its NaN rows (no key kept) as 0."""
-    y = e.op("Softmax", [_mask(e, n, ins)], axis=-1)
+    """Mul by the scale, Where(pattern, scores, −inf), then Softmax with its NaN rows (no
+    key kept) as 0."""
+    scale = float(n.attrs.get("scale", 1.0))
+    scores = ins if scale == 1.0 else [e.op("Mul", [ins[0], e.scalar(scale, _dtype(n))])]
+    y = e.op("Softmax", [_mask(e, n, scores)], axis=-1)
     return e.op("Where", [e.op("IsNaN", [y]), e.scalar(0, _dtype(n)), y])
 
 

@@ -1,16 +1,19 @@
-"""Attention's mask and softmax as one op (-O2).
+"""Attention's scale, mask and softmax as one op (-O2).
 
 ``softmax(mask(s, causal, window), axis=-1)``, where nothing else reads the masked scores,
-becomes ``masked_softmax(s, causal, window)``: one pass over each row's kept keys instead of
-writing a −inf copy of the scores and exponentiating it (GPT config M's forward: the four
-attention softmaxes and masks took 10 ms of 86). In the backward, the mask (fill 0) that
+becomes ``masked_softmax(s, causal, window)``: one pass over each row instead of writing a
+−inf copy of the scores and exponentiating it (GPT config M's forward: the four attention
+softmaxes and masks took 10 ms of 86); an s = x · c (the 1/√d scale, a constant scalar)
+that nothing else reads goes in too, as ``scale=c``. In the backward, the mask (fill 0) that
 the mask op's gradient puts after ``softmax_grad(y, g)`` goes too: y is exactly 0 at the
 masked keys, so y·(g − Σ g·y) already is, for any finite g.
 """
 
 from __future__ import annotations
 
-from tgraph.ir import Graph, Node, Value
+import math
+
+from tgraph.ir import CONST, Graph, Node, Value
 from tgraph.passes.simplify import dce
 
 
@@ -27,6 +30,10 @@ def fuse_masked_softmax(graph: Graph) -> int:
                 and users[n.inputs[0]] == [n] and id(n.inputs[0]) not in outputs:
             n.op, n.inputs = "masked_softmax", list(src.inputs)
             n.attrs = {k: src.attrs[k] for k in ("causal", "window") if k in src.attrs}
+            scaled = _scaled(n.inputs[0])
+            if scaled is not None and users[n.inputs[0]] == [src] \
+                    and id(n.inputs[0]) not in outputs:
+                n.inputs, n.attrs["scale"] = [scaled[0]], scaled[1]
             fused[id(n.output)] = _pattern(n)
             folded += 1
         elif n.op == "mask" and _plain_mask(n, "0") and src is not None \
@@ -41,6 +48,19 @@ def fuse_masked_softmax(graph: Graph) -> int:
     if folded:
         dce(graph)
     return folded
+
+
+def _scaled(v: Value) -> tuple[Value, float] | None:
+    """(x, c) when ``v`` is x · c for a constant scalar c > 0 (attention's 1/√d)."""
+    n = v.node
+    if n is None or n.op != "mul":
+        return None
+    for x, c in (n.inputs, n.inputs[::-1]):
+        if c.kind == CONST and c.data is not None and c.data.size == 1 and x.type == v.type:
+            factor = float(c.data.reshape(-1)[0])
+            if math.isfinite(factor) and factor > 0:
+                return x, factor
+    return None
 
 
 def _plain_mask(n: Node | None, fill: str) -> bool:
