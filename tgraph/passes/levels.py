@@ -29,8 +29,8 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.passes.attention import fuse_masked_softmax
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.layout import transpose_products
-    from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.merge_heads import merge_heads
+    from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.simplify import cse, dce, fold_constants
 
     if level not in LEVELS:
