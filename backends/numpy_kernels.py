@@ -11,6 +11,7 @@ where its arrays allow and hands over to it otherwise, so results agree to round
 - ``matmul`` of two batches of small matrices (attention's): one BLAS GEMM per product on
   the arrays as they lie, the batch split over the cores (tgraph/codegen/gemm.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
