@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from tgraph.ir import CONST, Graph, Node, Value
-from tgraph.passes.simplify import dce
+from tgraph.passes.simplify import dce, replace_values
 
 
 def fuse_masked_softmax(graph: Graph) -> int:
@@ -42,9 +42,7 @@ def fuse_masked_softmax(graph: Graph) -> int:
             same[n.output] = n.inputs[0]
             folded += 1
     if same:
-        for n in graph.nodes:
-            n.inputs = [same.get(v, v) for v in n.inputs]
-        graph.outputs = {k: same.get(v, v) for k, v in graph.outputs.items()}
+        replace_values(graph, same)
     if folded:
         dce(graph)
     return folded

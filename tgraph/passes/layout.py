@@ -12,7 +12,7 @@ rewritten product costs what the old one did.
 from __future__ import annotations
 
 from tgraph.ir import Graph, Node
-from tgraph.passes.simplify import dce
+from tgraph.passes.simplify import dce, replace_values
 
 
 def transpose_products(graph: Graph) -> int:
@@ -38,9 +38,7 @@ def transpose_products(graph: Graph) -> int:
         product.output.type = outer.output.type
         same[outer.output] = product.output
     if same:
-        for n in graph.nodes:
-            n.inputs = [same.get(v, v) for v in n.inputs]
-        graph.outputs = {k: same.get(v, v) for k, v in graph.outputs.items()}
+        replace_values(graph, same)
         dce(graph)
     return len(same)
 

@@ -23,12 +23,12 @@ def dce(graph: Graph) -> int:
     return removed
 
 
-def _replace_uses(graph: Graph, old: Value, new: Value) -> None:
+def replace_values(graph: Graph, same: dict[Value, Value]) -> None:
+    """Every use of a key of ``same`` (node inputs, graph outputs) reads its value instead,
+    in one sweep."""
     for n in graph.nodes:
-        n.inputs = [new if v is old else v for v in n.inputs]
-    for k, v in graph.outputs.items():
-        if v is old:
-            graph.outputs[k] = new
+        n.inputs = [same.get(v, v) for v in n.inputs]
+    graph.outputs = {k: same.get(v, v) for k, v in graph.outputs.items()}
 
 
 def cse(graph: Graph) -> int:
@@ -71,7 +71,7 @@ def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
         const = Value(out.name, out.type, CONST, graph=graph, data=data.astype(out.dtype))
         graph.consts.append(const)
         graph.nodes.remove(n)
-        _replace_uses(graph, out, const)
+        replace_values(graph, {out: const})
         folded += 1
     if folded:
         dce(graph)
