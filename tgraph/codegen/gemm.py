@@ -113,13 +113,14 @@ def batched_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     a_off = (np.array(a.strides[:-2])[:, None] * index).sum(0)
     b_off = (np.array(b.strides[:-2])[:, None] * index).sum(0)
     kind = np.int8(ord("d" if a.dtype == np.float64 else "s"))
+    one_zero = np.array([1, 0], a.dtype)
     set_threads, get_threads = threads
     before = get_threads()
     set_threads(1)
     try:
         split(lambda lo, hi: products(lo, hi, kind, a.ctypes.data, a_off, b.ctypes.data,
-                                      b_off, out.ctypes.data, m, n, k, flags, lds,
-                                      np.array([1, 0], a.dtype)), count, out.size)
+                                      b_off, out.ctypes.data, m, n, k, flags, lds, one_zero),
+              count, out.size)
     finally:
         set_threads(before)
     return out

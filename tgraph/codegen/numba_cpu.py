@@ -41,6 +41,8 @@ from tgraph.errors import BackendError
 from tgraph.parallel import split
 
 _LOADED: dict[str, object] = {}
+
+
 @functools.cache
 def _version(module: str) -> str:
     """A module's content hash: generated kernels key on their generator and math."""
@@ -51,7 +53,7 @@ def _version(module: str) -> str:
 _VECMATH_VERSION = _version("vecmath.py")
 #: how a kernel computes, by its dtypes (``math_mode``): the module its formulas' ``math``
 #: names and the version that keys its cache
-MATH_MODULES = {"f32": ("tgraph.codegen.vecmath32", _version("vecmath32.py") + "-f32"),
+MATH_MODULES = {"f32": ("tgraph.codegen.vecmath32", _version("vecmath32.py")),
                 "vec": ("tgraph.codegen.vecmath", _VECMATH_VERSION),
                 "libm": ("tgraph.codegen.libm", _version("libm.py"))}
 _LOCK = threading.Lock()
@@ -110,11 +112,10 @@ def math_mode(in_dtypes, out_dtypes) -> str:
     """"f32": float32 (and bool) values only, computed in float32 (vecmath32, 8 lanes);
     "vec": no float64 value, computed in float64 lanes (vecmath, float32-accurate);
     "libm": float64, with libm's functions."""
-    dtypes = [np.dtype(d) for d in (*in_dtypes, *out_dtypes)]
-    if all(d == np.float32 for d in map(np.dtype, out_dtypes)) and all(
-            d in (np.float32, np.bool_) for d in dtypes):
+    ins, outs = [np.dtype(d) for d in in_dtypes], [np.dtype(d) for d in out_dtypes]
+    if all(d == np.float32 for d in outs) and all(d in (np.float32, np.bool_) for d in ins):
         return "f32"
-    return "libm" if any(d == np.float64 for d in dtypes) else "vec"
+    return "libm" if np.dtype(np.float64) in (*ins, *outs) else "vec"
 
 
 def canonical(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
