@@ -8,8 +8,8 @@ where its arrays allow and hands over to it otherwise, so results agree to round
 - ``scatter_add`` (an embedding's gradient): rows added in order by one loop, where
   ``np.add.at`` takes ~1.5 ms for 1,024 rows of 256; onto its base in place when the
   executor hands over a dying one.
-- ``matmul`` of two batches of small matrices (attention's): one BLAS GEMM per product on
-  the arrays as they lie, the batch split over the cores (tgraph/codegen/gemm.py).
+- ``matmul``: BLAS GEMMs on the arrays as they lie, split over tgraph's kernel threads, one
+  GEMM's rows or a batch's products (tgraph/codegen/gemm.py).
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def cross_entropy(xp, logits, targets):
 
 
 def matmul(xp, a, b):
-    from tgraph.codegen.gemm import batched_matmul
+    from tgraph.codegen import gemm
 
-    out = batched_matmul(a, b)
+    out = gemm.matmul(a, b)
     return get_op("matmul").kernel(xp, a, b) if out is None else out
 
 

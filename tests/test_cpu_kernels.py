@@ -253,14 +253,19 @@ def attention_operands(rng, dtype, b=2, t=6, h=3, d=4):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batched_gemm_on_strided_views_within_the_dot_product_bound(dtype):
+def test_gemm_on_strided_views_within_the_dot_product_bound(dtype):
     """Each product handed to the BLAS as it lies in memory: against float64 products of the
     same numbers, within γ_K·|a|·|b| (any summation order the BLAS picks)."""
-    from tgraph.codegen.gemm import batched_matmul
+    from tgraph.codegen import gemm
 
     u = U32 if dtype == np.float32 else 2.0**-53
-    for name, (a, b) in attention_operands(np.random.default_rng(5), dtype).items():
-        got = batched_matmul(a, b)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 70, 33)).astype(dtype), rng.standard_normal((33, 90))
+    cases = {**attention_operands(rng, dtype), "shared weight": (x, w.astype(dtype)),
+             "weight transposed": (x, np.ascontiguousarray(w.T, dtype).T),
+             "2-D, rows transposed": (x[0].T, x[1]), "batch of one": (x[:1], x[:1].swapaxes(-1, -2))}
+    for name, (a, b) in cases.items():
+        got = gemm.matmul(a, b)
         assert got is not None and got.dtype == dtype and got.flags.c_contiguous, name
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         want, terms = a64 @ b64, np.abs(a64) @ np.abs(b64)
@@ -268,21 +273,38 @@ def test_batched_gemm_on_strided_views_within_the_dot_product_bound(dtype):
         assert np.all(np.abs(got - want) <= (a.shape[-1] + 1) * u * terms), name
 
 
-def test_batched_gemm_leaves_other_shapes_to_numpy():
-    from tgraph.codegen.gemm import SMALL_GEMM, batched_matmul
+def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
+    """A GEMM's rows (or columns) and a batch's products split over the cores: each output
+    element is the same dot product, so one core and two give the same bits."""
+    from tgraph.codegen import gemm
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 128, 256)).astype(np.float32)
+    cases = [(x, rng.standard_normal((256, 512)).astype(np.float32)),  # split by rows
+             (x[0, :40], rng.standard_normal((256, 3000)).astype(np.float32)),  # by columns
+             (x, x.swapaxes(-1, -2)),  # a batch
+             (x[:1], x[:1].swapaxes(-1, -2))]  # a batch of one big product: split itself
+    for a, b in cases:
+        assert a.shape[-2] * a.shape[-1] * b.shape[-1] >= gemm.SPLIT_MIN
+        monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+        serial = gemm.matmul(a, b)
+        monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+        np.testing.assert_array_equal(gemm.matmul(a, b), serial)
+
+
+def test_gemm_leaves_other_operands_to_numpy():
+    from tgraph.codegen import gemm
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((3, 5, 4)).astype(np.float32)
-    w = rng.standard_normal((4, 2)).astype(np.float32)
-    assert batched_matmul(x, w) is None  # a shared weight: one 2-D GEMM (the registry's)
-    assert batched_matmul(x[:, :, ::2], x[:, :2, :2]) is None  # no contiguous axis
-    assert batched_matmul(x[:1], x.swapaxes(-1, -2)[:1]) is None  # a batch of one
-    n = int(round(SMALL_GEMM ** (1 / 3))) + 1
-    big = np.zeros((2, n, n), np.float32)
-    assert batched_matmul(big, big) is None  # one product big enough for the BLAS threads
+    assert gemm.matmul(x[:, :, ::2], x[:, :2, :2]) is None  # no contiguous axis
+    assert gemm.matmul(x.astype(np.int64), x[0].T.astype(np.int64)) is None  # not float
+    assert gemm.matmul(x, x[0, :1].T) is None  # a matrix-vector product
+    assert gemm.matmul(x, x[0].T.astype(np.float64)) is None  # mixed dtypes
     a, b = attention_operands(rng, np.float32)["q@kT"]
-    np.testing.assert_array_equal(KERNELS["matmul"](np, a, b), batched_matmul(a, b))
-    np.testing.assert_array_equal(KERNELS["matmul"](np, x, w), get_op("matmul").kernel(np, x, w))
+    np.testing.assert_array_equal(KERNELS["matmul"](np, a, b), gemm.matmul(a, b))
+    v = x[0, :1].T
+    np.testing.assert_array_equal(KERNELS["matmul"](np, x, v), get_op("matmul").kernel(np, x, v))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

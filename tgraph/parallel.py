@@ -27,10 +27,11 @@ def pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max(cores() - 1, 1), thread_name_prefix="tgraph-kernel")
 
 
-def split(job: Callable[[int, int], object], n: int, work: int) -> None:
+def split(job: Callable[[int, int], object], n: int, work: int,
+          min_work: int = PARALLEL_MIN) -> None:
     """``job(start, stop)`` over 0..n in one part per core (one part when ``work``, the
-    elements touched, is small)."""
-    parts = min(cores() if work >= PARALLEL_MIN else 1, max(n, 1))
+    elements touched or the kernel's own unit, is below ``min_work``)."""
+    parts = min(cores() if work >= min_work else 1, max(n, 1))
     bounds = [n * i // parts for i in range(parts + 1)]
     futures = [pool().submit(job, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
     job(bounds[0], bounds[1])

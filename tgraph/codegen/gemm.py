@@ -1,19 +1,28 @@
-"""Batched matmul of small matrices: one BLAS GEMM per product, the batch split over cores.
+"""Matmul on tgraph's kernel threads: one BLAS GEMM per product, the work split over cores.
 
-Attention's products (Q·Kᵀ, weights·V and their gradients: 64 products of 128×32 by 32×128
-in GPT config M) are small GEMMs on strided views: Q, K and V are heads sliced out of one
-[B, T, 3·D] projection, so a head's [T, d] matrix has rows 3·D apart, and the batch axes
-(B, H) cannot be merged without a copy. NumPy's matmul runs them one after another (each on
-one core: its BLAS gains nothing from threads at this size), 0.6-0.9 ms a call here.
-This kernel hands each product to the BLAS as it lies (a leading dimension and a transpose
-flag per operand, no copy) from a Numba loop that releases the GIL, and splits the batch
-over tgraph's kernel threads: 0.4-0.5 ms.
+Every float matmul of the NumPy backend comes here. Two cases:
+
+- One GEMM (a weight shared by the batch: ``x[B, T, D] @ w[D, F]``, the leading axes merged
+  into rows): the output's rows (or columns, the longer side) are split over the cores,
+  each part one single-threaded GEMM on its slice.
+- A batch of products (attention's Q·Kᵀ, weights·V and their gradients: 64 products of
+  128×32 by 32×128 in GPT config M): each product handed to the BLAS as it lies in memory,
+  Q, K and V being heads sliced out of one [B, T, 3·D] projection (a leading dimension and
+  a transpose flag per operand, no copy), the batch split over the cores. NumPy's matmul
+  runs them one after another, 0.6-0.9 ms a call here; this 0.4-0.5 ms.
+
+Why not NumPy's matmul and its BLAS's threads: OpenBLAS's workers spin for
+2**OPENBLAS_THREAD_TIMEOUT cycles after each GEMM (2**28, 0.1 s, unless the variable was
+set before NumPy loaded), so one of two cores stayed busy through every fused kernel that
+followed, and each of those ran at half speed (GPT config M forward: 67 ms so, 57 ms with
+the spin cut short). Here one pool of threads does all the work.
 
 The GEMM is SciPy's (``scipy.linalg.cython_blas``: its own OpenBLAS, not NumPy's), called
-through its C address. That OpenBLAS is put on one thread while a batch runs, since two
-callers each waking its threads would fight over two cores (Q·Kᵀ: 1.0 ms so, 0.5 ms on one
-thread each); it is restored after. The setting is the process's: a SciPy BLAS call that
-another thread of the user's makes meanwhile runs on one thread, with the same result.
+through Numba's wrapper of its C address from loops that release the GIL. That OpenBLAS is
+put on one thread while a call runs, and restored after. The setting is the process's: a
+SciPy BLAS call that another thread of the user's makes meanwhile runs on one thread, with
+the same result. Each output element is the BLAS's dot product over K whatever the split,
+so the result does not depend on the number of cores.
 """
 
 from __future__ import annotations
@@ -25,15 +34,16 @@ import math
 import numpy as np
 from numba import njit, types
 
-from tgraph.parallel import split
+from tgraph.parallel import cores, split
 
-#: M·N·K of one product up to which the batch is split here; above it one product is big
-#: enough for the BLAS's own threads (NumPy's matmul)
-SMALL_GEMM = 1 << 22
-
+#: multiply-adds below which a GEMM runs on the calling thread only (waking a thread costs
+#: more than half of it)
+SPLIT_MIN = 1 << 21
+#: rows or columns per unit of a split GEMM: a multiple of the BLAS's register tile
+_BLOCK = 16
 
 # Numba's own wrapper of SciPy's ?gemm (what its np.dot calls): a symbol of Numba's helper
-# library, so ``products`` caches on disk like any other kernel. Its pointer arguments are
+# library, so these loops cache on disk like any other kernel. Its pointer arguments are
 # declared as addresses (intp): the same registers on every ABI here.
 _WORD = types.intp
 _GEMM = types.ExternalFunction("numba_xxgemm", types.intc(
@@ -52,6 +62,20 @@ def products(lo, hi, kind, a, a_off, b, b_off, c, m, n, k, flags, lds, one_zero)
     for i in range(lo, hi):
         _GEMM(kind, flags[0], flags[1], n, m, k, one, b + b_off[i], lds[0], a + a_off[i],
               lds[1], zero, c + i * size, n)
+
+
+@njit(nogil=True, cache=True)
+def block(lo, hi, by_rows, kind, a, b, c, m, n, k, flags, lds, steps, one_zero):
+    """Rows lo..hi of row-major c (m×n) = A @ B, or its columns lo..hi (by_rows False);
+    steps: the bytes from one row of A, and from one column of B, to the next."""
+    itemsize = one_zero.itemsize
+    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
+    if by_rows:
+        _GEMM(kind, flags[0], flags[1], n, hi - lo, k, one, b, lds[0], a + lo * steps[0],
+              lds[1], zero, c + lo * n * itemsize, n)
+    else:
+        _GEMM(kind, flags[0], flags[1], hi - lo, m, k, one, b + lo * steps[1], lds[0], a,
+              lds[1], zero, c + lo * itemsize, n)
 
 
 @functools.cache
@@ -89,38 +113,85 @@ def _operand(x: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def batched_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """a @ b for stacks of small matrices, or None where this path does not apply (the
-    caller then runs NumPy's matmul)."""
-    if (a.ndim < 3 or b.ndim < 3 or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
-            or min(*a.shape[-2:], b.shape[-1]) < 2
-            or a.shape[-2] * a.shape[-1] * b.shape[-1] > SMALL_GEMM):
+def _as_rows(a: np.ndarray) -> np.ndarray | None:
+    """a[..., M, K] as one [rows, K] matrix without a copy, or None."""
+    if a.ndim == 2:
+        return a
+    try:
+        return np.reshape(a, (-1, a.shape[-1]), copy=False)
+    except ValueError:
+        return None
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """a @ b, or None where this path does not apply (the caller then runs NumPy's)."""
+    if (a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
+            or min(*a.shape[-2:], b.shape[-1]) < 2):
+        return None
+    threads = _scipy_blas_threads()
+    if threads is None:
         return None
     lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a_rows = _as_rows(a) if math.prod(b.shape[:-2]) == 1 else None
+    set_threads, get_threads = threads
+    before = get_threads()
+    set_threads(1)
+    try:
+        if a_rows is not None:
+            out = np.empty(lead + (a.shape[-2], b.shape[-1]), a.dtype)  # owns its memory:
+            # the executor may write a later result into it
+            ok = _one(a_rows, b.reshape(b.shape[-2:]), out.reshape(a_rows.shape[0], -1))
+            return out if ok else None
+        return _batch(a, b, lead)
+    finally:
+        set_threads(before)
+
+
+def _kind_and_scalars(x: np.ndarray):
+    return np.int8(ord("d" if x.dtype == np.float64 else "s")), np.array([1, 0], x.dtype)
+
+
+def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """out (contiguous) = a @ b, split over the cores; False when an operand has no
+    contiguous axis."""
+    read_a, read_b = _operand(a), _operand(b)
+    if read_a is None or read_b is None:
+        return False
+    (m, k), n = a.shape, b.shape[1]
+    flags = np.array([read_b[0], read_a[0]], np.int8)
+    lds = np.array([read_b[1], read_a[1]], np.int64)
+    row_a = read_a[1] if read_a[0] == ord("N") else 1  # elements from one row of A to the next
+    col_b = 1 if read_b[0] == ord("N") else read_b[1]
+    steps = np.array([row_a, col_b], np.int64) * a.itemsize
+    kind, one_zero = _kind_and_scalars(a)
+    by_rows = m >= n
+    size = m if by_rows else n
+    args = (by_rows, kind, a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, flags, lds,
+            steps, one_zero)
+    split(lambda lo, hi: block(lo * _BLOCK, min(hi * _BLOCK, size), *args),
+          -(-size // _BLOCK), m * n * k, min_work=SPLIT_MIN)
+    return True
+
+
+def _batch(a: np.ndarray, b: np.ndarray, lead: tuple) -> np.ndarray | None:
     count = math.prod(lead)
-    if count < 2:
-        return None
     a, b = np.broadcast_to(a, lead + a.shape[-2:]), np.broadcast_to(b, lead + b.shape[-2:])
     read_a, read_b = _operand(a), _operand(b)
-    threads = _scipy_blas_threads()
-    if read_a is None or read_b is None or threads is None:
+    if read_a is None or read_b is None or count < 1:
         return None
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     out = np.empty(lead + (m, n), a.dtype)
+    if count < cores() and m * n * k >= SPLIT_MIN:  # too few products to share: split each
+        for i in np.ndindex(lead):
+            _one(a[i], b[i], out[i])
+        return out
     flags = np.array([read_b[0], read_a[0]], np.int8)
     lds = np.array([read_b[1], read_a[1]], np.int64)
     index = np.indices(lead).reshape(len(lead), -1)
     a_off = (np.array(a.strides[:-2])[:, None] * index).sum(0)
     b_off = (np.array(b.strides[:-2])[:, None] * index).sum(0)
-    kind = np.int8(ord("d" if a.dtype == np.float64 else "s"))
-    one_zero = np.array([1, 0], a.dtype)
-    set_threads, get_threads = threads
-    before = get_threads()
-    set_threads(1)
-    try:
-        split(lambda lo, hi: products(lo, hi, kind, a.ctypes.data, a_off, b.ctypes.data,
-                                      b_off, out.ctypes.data, m, n, k, flags, lds, one_zero),
-              count, out.size)
-    finally:
-        set_threads(before)
+    kind, one_zero = _kind_and_scalars(a)
+    split(lambda lo, hi: products(lo, hi, kind, a.ctypes.data, a_off, b.ctypes.data, b_off,
+                                  out.ctypes.data, m, n, k, flags, lds, one_zero),
+          count, count * m * n * k, min_work=SPLIT_MIN)
     return out
