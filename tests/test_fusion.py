@@ -309,3 +309,39 @@ def test_cold_kernels_are_shared_with_a_helper_process(tmp_path, monkeypatch):
     assert len(started) == 1
     params, feeds = tg.init_params(g, 4), random_feeds(g, {"B": 2, "T": 8}, 4)
     close(ex.run(feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-4)
+
+
+@pytest.mark.parametrize("heads", ["batched", "split"])
+def test_products_of_one_input_merge_into_one(heads):
+    """-O2: x·w_q, x·w_k, x·w_v become one product with the weights side by side, split
+    (heads merged first when split); with their biases added once when each has one. The
+    forward and the gradients (which then mirror it) are -O0's."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, heads=heads, **SMALL)
+    params, feeds = tg.init_params(g, 4), random_feeds(g, {"B": 2, "T": 8}, 4)
+    fwd, report = optimize(g, 2)
+    assert report["merge_projections"] == 2  # one layer: three products into one
+    d = SMALL["d_model"]
+    wide = [n for n in fwd.nodes if n.op == "matmul" and n.inputs[1].shape == (d, 3 * d)]
+    assert len(wide) == 1
+    biased = any(n.op == "add" and n.inputs[0] is wide[0].output for n in fwd.nodes)
+    assert biased == (heads == "batched")  # split heads add their biases per head
+    close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
+    fb = training_graph(g, "loss", 2)
+    assert sum(n.op == "matmul" and (d, 3 * d) in (n.inputs[1].shape, n.output.shape)
+               for n in fb.nodes) >= 2  # the forward product and its weight gradient
+    close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
+
+
+def test_a_product_read_as_a_graph_output_keeps_its_value():
+    g = tg.Graph("p")
+    x = g.input("x", ("N", 4), "float64")
+    w1, w2 = g.param("w1", (4, 3), "float64"), g.param("w2", (4, 5), "float64")
+    b = g.param("b", (3,), "float64")
+    g.set_output("bare", x @ w1)
+    g.set_output("biased", x @ w1 + b)
+    g.set_output("other", x @ w2)
+    fast, report = optimize(g, 2)
+    assert report["merge_projections"] >= 1
+    params = tg.init_params(g, 1)
+    feeds = {"x": np.random.default_rng(9).standard_normal((6, 4))}
+    close(tg.run(fast, feeds, params), tg.run(g, feeds, params), 1e-12)

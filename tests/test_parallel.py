@@ -1,0 +1,97 @@
+"""tgraph's kernel threads (tgraph/parallel.py): every index once, errors raised in the
+caller, a worker woken after it has gone to sleep, no deadlock when splits nest or race."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tgraph import parallel
+
+
+def covered(n: int, work: int = 1 << 20) -> list[tuple[int, int, str]]:
+    parts = []
+    parallel.split(lambda lo, hi: parts.append((lo, hi, threading.current_thread().name)),
+                   n, work)
+    return sorted(parts)
+
+
+def test_every_index_once_over_the_cores(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    parts = covered(101)
+    assert [p[:2] for p in parts] == [(0, 50), (50, 101)]
+    assert {p[2] for p in parts} == {"MainThread", "tgraph-kernel_0"}
+    assert [p[:2] for p in covered(101, work=10)] == [(0, 101)]  # small: the caller alone
+    assert [p[:2] for p in covered(1)] == [(0, 1)]
+
+
+def test_a_worker_that_went_to_sleep_is_woken(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    covered(10)
+    time.sleep(5 * parallel.SPIN)  # past its watch: asleep on its semaphore
+    assert len(covered(10)) == 2
+    out = np.zeros(1000)
+    for _ in range(200):  # back to back: posted while it watches
+        parallel.split(lambda lo, hi: out.__setitem__(slice(lo, hi), out[lo:hi] + 1), 1000,
+                       1 << 20)
+    assert np.all(out == 200)
+
+
+def test_an_error_in_a_workers_part_is_raised_by_the_caller(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+
+    def job(lo, hi):
+        if lo > 0:
+            raise ValueError(f"part {lo}:{hi}")
+
+    with pytest.raises(ValueError, match="part 5:10"):
+        parallel.split(job, 10, 1 << 20)
+    assert len(covered(10)) == 2  # and the pool works after it
+
+
+def test_nested_and_concurrent_splits_finish(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    inner = []
+
+    def outer(lo, hi):  # a job that splits: its inner split runs on its own thread
+        parallel.split(lambda a, b: inner.append((a, b)), 4, 1 << 20)
+
+    parallel.split(outer, 2, 1 << 20)
+    assert sorted(inner) == [(0, 4), (0, 4)]
+    totals = []
+
+    def caller():
+        out = np.zeros(500)
+        for _ in range(50):
+            parallel.split(lambda lo, hi: out.__setitem__(slice(lo, hi), out[lo:hi] + 1),
+                           500, 1 << 20)
+        totals.append(out.sum())
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert totals == [25000.0] * 3
+
+
+def _child(queue):
+    parts = []
+    parallel.split(lambda lo, hi: parts.append((lo, hi)), 8, 1 << 20)
+    queue.put(sorted(parts))
+
+
+def test_a_forked_child_starts_its_own_workers(monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    covered(8)  # the parent's worker exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == [(0, 4), (4, 8)]
+    child.join(timeout=60)
+    assert child.exitcode == 0
