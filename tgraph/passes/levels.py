@@ -3,14 +3,14 @@
     -O0  the graph as built (a copy)
     -O1  heads merged into batched paths, dead code, constants folded, common
          subexpressions merged, to a fixed point
-    -O2  -O1, then products of one input with several weights as one product, attention's
-         mask and softmax as one op, transposed products computed
+    -O2  -O1, then attention's mask and softmax as one op, transposed products computed
          in their reader's layout, a tied embedding's sparse gradient added onto its dense
          one, and elementwise chains fused into compiled loops (tgraph/codegen)
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
-up, and at -O2 its products merged, before it is differentiated (the backward then
+up, and at -O2 its products of one input merged (merge_projections), before it is
+differentiated (the backward then
 mirrors the fast forward), and fusion runs on the whole forward+backward graph, where the
 gradient chains are.
 """
@@ -32,7 +32,6 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.layout import transpose_products
     from tgraph.passes.merge_heads import merge_heads
-    from tgraph.passes.projections import merge_projections
     from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.simplify import cse, dce, fold_constants
 
@@ -51,7 +50,6 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         if not any(changed.values()):
             break
     if level >= 2:
-        report["merge_projections"] = merge_projections(g)
         report["fuse_masked_softmax"] = fuse_masked_softmax(g)
         report["transpose_products"] = transpose_products(g)
         report["scatter_into_sums"] = scatter_into_sums(g)

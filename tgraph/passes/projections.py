@@ -1,14 +1,17 @@
-"""Products of one input with several weights as one product (-O2).
+"""Products of one input with several weights as one product, for training graphs (-O2).
 
 ``x @ w_q``, ``x @ w_k`` and ``x @ w_v`` read the same x: they become
-``split(x @ concat(w_q, w_k, w_v))``, one GEMM three times as wide (GPT config M: [1024, 256]
-by [256, 768] runs at the BLAS's full rate, where three [256, 256] products ran at 70 % of
-it). Applied before autodiff, the backward mirrors it: the three input gradients become one
-product with K = 768 instead of three products and two adds, and the three weight
-gradients one product, split. When each product's one reader adds a bias vector, the
-biases are concatenated too and added once to the wide product (one contiguous add, and
-one bias-gradient sum, where there were three of each). The pieces are views of the wide
-result, so nothing is copied but the weights (a concat per run, small beside the product).
+``split(x @ concat(w_q, w_k, w_v))``, one GEMM three times as wide. ``training_graph``
+applies it to the forward graph before autodiff, so the backward mirrors it: the three
+input gradients become one product with K = 3·D instead of three products and two adds,
+and the three weight gradients one product, split. When each product's one reader adds a
+bias vector, the biases are concatenated too and added once to the wide product. The
+pieces are views of the wide result; what is copied is the weights, once a run.
+
+That copy is why a forward-only graph is left alone: it buys nothing there (GPT config M
+forward 61.5 vs 60.9 ms) or costs (gpt2-small, 128 rows against 768×2304 weights: 228.6
+vs 220.4 ms), while a training step gains (gpt2-small 651 vs 689 ms, config M 161 vs
+163 ms).
 """
 
 from __future__ import annotations
