@@ -79,6 +79,31 @@ def test_vecmath32_functions_within_their_float32_bounds():
         np.testing.assert_array_equal(float32_loop(fn)(special_values), expected)
 
 
+def test_exp_of_float64_within_three_roundings_for_any_size_of_argument():
+    """Softmax's e**(x − max) with x − max in float64: reduced there, so even at d = −80
+    the float32 result stays within 3 roundings (d rounded to float32 first: |d|·u);
+    subnormal results within two subnormal steps (2**n applied in two roundings)."""
+    from numba import njit
+
+    from tgraph.codegen.vecmath32 import exp_of_float64
+
+    @njit(error_model="numpy", fastmath={"contract", "nsz", "arcp", "reassoc"})
+    def loop(d, out):
+        for i in range(d.size):
+            out[i] = exp_of_float64(d[i])
+
+    d = np.r_[np.linspace(-103, 88, 400001), -1e-9, 0.0, 1e-9]
+    out = np.empty(d.size, np.float32)
+    loop(d, out)
+    want = np.exp(d)
+    normal = want >= np.finfo(np.float32).tiny  # below it float32 has fewer digits
+    assert np.all((np.abs(out - want) <= 3 * U32 * want)[normal])
+    assert np.all(np.abs(out - want)[~normal] <= 2 * np.finfo(np.float32).smallest_subnormal)
+    special_values = np.array([np.nan, np.inf, -np.inf, -200.0, 200.0])
+    loop(special_values, out[:5])
+    np.testing.assert_array_equal(out[:5], [np.nan, np.inf, 0, 0, np.inf])
+
+
 def scores(rng, shape, dtype):
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x[..., 1, 2:] = -np.inf  # a masked tail
