@@ -8,6 +8,8 @@ where its arrays allow and hands over to it otherwise, so results agree to round
 - ``scatter_add`` (an embedding's gradient): rows added in order by one loop, where
   ``np.add.at`` takes ~1.5 ms for 1,024 rows of 256; onto its base in place when the
   executor hands over a dying one.
+- ``attention``: masked_softmax(q·kᵀ)·v one (batch, head) at a time, the weights in the
+  core's cache (tgraph/codegen/attention.py).
 - ``matmul``: BLAS GEMMs on the arrays as they lie, split over tgraph's kernel threads, one
   GEMM's rows or a batch's products (tgraph/codegen/gemm.py).
 """
@@ -109,6 +111,15 @@ def cross_entropy(xp, logits, targets):
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
+def attention(xp, q, k, v, causal=False, window=0, scale=1.0):
+    from tgraph.codegen.attention import attention as fused
+
+    out = fused(q, k, v, causal, window, scale)
+    if out is None:
+        return get_op("attention").kernel(xp, q, k, v, causal=causal, window=window, scale=scale)
+    return out
+
+
 def matmul(xp, a, b):
     from tgraph.codegen import gemm
 
@@ -121,7 +132,7 @@ def _kernels() -> dict:
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
-            "masked_softmax": masked_softmax, "layernorm": layernorm,
+            "masked_softmax": masked_softmax, "attention": attention, "layernorm": layernorm,
             "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add}
 
 

@@ -12,6 +12,7 @@ from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import broadcast_types, need_float
 from tgraph.ops.registry import OpDef, register_op
+from tgraph.shapes import fmt_shape
 
 
 def keep_pattern(xp, t: int, s: int, causal: bool, window: int):
@@ -133,3 +134,80 @@ class MaskedSoftmax(OpDef):
     def label(self, causal=False, window=0, scale=1.0):
         kinds = Mask.label(self, causal, window)[6:-1]
         return f"Masked softmax ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"
+
+
+@register_op
+class Attention(OpDef):
+    """masked_softmax(q · kᵀ) · v as one op: -O2's form of a forward graph's attention
+    (tgraph/passes/attention.py), where nothing else reads the scores or the weights. The
+    NumPy backend computes it one (batch, head) at a time, the [T, S] weights staying in
+    the core's cache (tgraph/codegen/attention.py); this kernel is the reference."""
+
+    name = "attention"
+    attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps"}
+    signature = ("attention(q[..., T, D], k[..., S, D], v[..., S, E], causal=False, window=0, "
+                 "scale=1.0) -> [..., T, E]")
+
+    def infer(self, types, causal=False, window=0, scale=1.0):
+        if len(types) != 3:
+            raise ShapeError("attention takes q, k and v")
+        q, k, v = (need_float(t, self.name) for t in types)
+        broadcast_types([q.with_shape(()), k.with_shape(()), v.with_shape(())], self.name)
+        if not q.rank == k.rank == v.rank >= 2 or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+            raise ShapeError(f"attention needs q, k, v of one rank ≥ 2 and one batch shape, got "
+                             f"{fmt_shape(q.shape)}, {fmt_shape(k.shape)}, {fmt_shape(v.shape)}")
+        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+            raise ShapeError(f"attention: q [.., T, D], k [.., S, D], v [.., S, E] do not fit: "
+                             f"{fmt_shape(q.shape)}, {fmt_shape(k.shape)}, {fmt_shape(v.shape)}")
+        if not (causal or window):
+            raise ShapeError("attention needs causal=True or window>0 (its softmax is masked)")
+        return q.with_shape((*q.shape[:-1], v.shape[-1]))
+
+    def kernel(self, xp, q, k, v, causal=False, window=0, scale=1.0):
+        from tgraph.ops.registry import get_op
+
+        scores = get_op("matmul").kernel(xp, q, xp.swapaxes(k, -1, -2))
+        weights = get_op("masked_softmax").kernel(xp, scores, causal=causal, window=window,
+                                                  scale=scale)
+        return get_op("matmul").kernel(xp, weights, v)
+
+    def jax_kernel(self, jnp, q, k, v, causal=False, window=0, scale=1.0):
+        from tgraph.ops.registry import get_op
+
+        weights = get_op("masked_softmax").jax_kernel(
+            jnp, q @ jnp.swapaxes(k, -1, -2), causal=causal, window=window, scale=scale)
+        return weights @ v
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        q, k, v = in_shapes
+        pairs = math.prod(q[:-1]) * k[-2]
+        return 2 * pairs * (q[-1] + v[-1]) + 7 * pairs
+
+    def vjp(self, node, grads):
+        # the weights are recomputed: the op exists where nothing kept them
+        from tgraph.ops.linalg import swap_last
+
+        q, k, v = node.inputs
+        attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
+        weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), **attrs)
+        g = grads[0]
+        d_weights = tb.matmul(g, swap_last(v))
+        d_scores = tb.apply("softmax_grad", weights, d_weights, axis=-1)
+        scale = node.attrs.get("scale", 1.0)
+        if scale != 1.0:
+            d_scores = tb.scale(d_scores, scale)
+        return [tb.matmul(d_scores, k), tb.matmul(swap_last(d_scores), q),
+                tb.matmul(swap_last(weights), g)]
+
+    def examples(self, rng):
+        def qkv(lead, t, s, d, e):
+            return [rng.standard_normal((*lead, t, d)), rng.standard_normal((*lead, s, d)),
+                    rng.standard_normal((*lead, s, e))]
+
+        return [(qkv((2,), 4, 4, 3, 2), {"causal": True, "scale": 0.5}),
+                (qkv((2, 2), 3, 5, 2, 3), {"causal": True, "window": 1}),
+                (qkv((), 6, 6, 4, 4), {"window": 2, "scale": 2.0})]
+
+    def label(self, causal=False, window=0, scale=1.0):
+        kinds = Mask.label(self, causal, window)[6:-1]
+        return f"Attention ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"

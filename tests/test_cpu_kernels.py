@@ -351,3 +351,38 @@ def test_scatter_rows_add_in_np_add_at_order(dtype):
     np.testing.assert_array_equal(onto, want)
     with pytest.raises(IndexError):
         scatter(np, upd, np.full((3, 50), 5), shape=[5, 8])
+
+
+@pytest.mark.parametrize("kw,t,s", [(dict(causal=True, scale=0.25), 16, 16),
+                                    (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
+                                    (dict(causal=True), 70, 5),  # a block sees no key
+                                    (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
+                                    (dict(window=2, scale=2.0), 6, 6)])
+def test_attention_kernel_float32_within_its_error_bound(kw, t, s):
+    """One (batch, head) at a time, q, k, v read as heads sliced out of one projection:
+    against float64 of the same numbers, within u·(|P|·|V|)·(S + 5 + 2·scale·(D + 1)·m),
+    m the row's largest |q|·|k| (the scores' GEMM error moves each weight by at most twice
+    its share), S for the second GEMM's sums, 5 for the softmax's roundings."""
+    rng = np.random.default_rng(11)
+    b, h, d, e = 2, 3, 8, 5
+    qkv = rng.standard_normal((b, max(t, s), 3, h, max(d, e))).astype(np.float32)
+    q = qkv[:, :t, 0, :, :d].transpose(0, 2, 1, 3)
+    k = qkv[:, :s, 1, :, :d].transpose(0, 2, 1, 3)
+    v = qkv[:, :s, 2, :, :e].transpose(0, 2, 1, 3)
+    got = KERNELS["attention"](np, q, k, v, **kw)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    ref = get_op("attention")
+    want = ref.kernel(np, q64, k64, v64, **kw)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    scores = q64 @ k64.swapaxes(-1, -2)
+    p = get_op("masked_softmax").kernel(np, scores, **kw)
+    m = (np.abs(q64) @ np.abs(k64).swapaxes(-1, -2)).max(-1, keepdims=True)
+    scale = kw.get("scale", 1.0)
+    bound = U32 * (np.abs(p) @ np.abs(v64)) * (s + 5 + 2 * scale * (d + 1) * m)
+    assert np.all(np.abs(got - want) <= bound)
+    np.testing.assert_array_equal(got[p.sum(-1) == 0], 0)  # queries that see no key
+    np.testing.assert_allclose(KERNELS["attention"](np, q64, k64, v64, **kw), want,
+                               rtol=1e-13)  # float64: the reference's own path
+    every_other = [x[..., ::2] for x in (q, k, v)]  # no contiguous rows: the reference path
+    np.testing.assert_array_equal(KERNELS["attention"](np, *every_other, **kw),
+                                  ref.kernel(np, *every_other, **kw))

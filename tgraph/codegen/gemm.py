@@ -27,6 +27,7 @@ so the result does not depend on the number of cores.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -128,21 +129,27 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     if (a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
             or min(*a.shape[-2:], b.shape[-1]) < 2):
         return None
-    threads = _scipy_blas_threads()
-    if threads is None:
+    if _scipy_blas_threads() is None:
         return None
     lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a_rows = _as_rows(a) if math.prod(b.shape[:-2]) == 1 else None
-    set_threads, get_threads = threads
-    before = get_threads()
-    set_threads(1)
-    try:
+    with one_blas_thread():
         if a_rows is not None:
             out = np.empty(lead + (a.shape[-2], b.shape[-1]), a.dtype)  # owns its memory:
             # the executor may write a later result into it
             ok = _one(a_rows, b.reshape(b.shape[-2:]), out.reshape(a_rows.shape[0], -1))
             return out if ok else None
         return _batch(a, b, lead)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """SciPy's OpenBLAS on one thread while tgraph's threads call it (see above)."""
+    set_threads, get_threads = _scipy_blas_threads()
+    before = get_threads()
+    set_threads(1)
+    try:
+        yield
     finally:
         set_threads(before)
 

@@ -129,6 +129,14 @@ def _masked_softmax(e, n, ins):
     return e.op("Where", [e.op("IsNaN", [y]), e.scalar(0, _dtype(n)), y])
 
 
+def _attention(e, n, ins):
+    """MatMul(q, kᵀ), the masked softmax above, MatMul with v."""
+    q, k, v = ins
+    rank = n.inputs[0].type.rank
+    k_t = e.op("Transpose", [k], perm=[*range(rank - 2), rank - 1, rank - 2])
+    return e.op("MatMul", [_masked_softmax(e, n, [e.op("MatMul", [q, k_t])]), v])
+
+
 def _softmax_grad(e, n, ins):
     y, g = ins
     yg = e.op("Mul", [y, g])
@@ -314,6 +322,7 @@ RULES = {
     "sum": _reduction("ReduceSum"), "mean": _reduction("ReduceMean"),
     "max": _reduction("ReduceMax"), "numel": _numel, "softmax": _softmax,
     "softmax_grad": _softmax_grad, "masked_softmax": _masked_softmax,
+    "attention": _attention,
     "layernorm": _layernorm, "cross_entropy": _cross_entropy,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,
     "split": _split, "slice": _slice, "unslice": _unslice, "broadcast_to": _broadcast_to,

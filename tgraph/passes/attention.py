@@ -7,6 +7,11 @@ softmaxes and masks took 10 ms of 86); an s = x · c (the 1/√d scale, a consta
 that nothing else reads goes in too, as ``scale=c``. In the backward, the mask (fill 0) that
 the mask op's gradient puts after ``softmax_grad(y, g)`` goes too: y is exactly 0 at the
 masked keys, so y·(g − Σ g·y) already is, for any finite g.
+
+Then ``matmul(masked_softmax(matmul(q, kᵀ)), v)`` whose scores and weights nothing else
+reads (a forward-only graph: a training graph keeps the weights for its backward)
+becomes ``attention(q, k, v)``, computed a (batch, head) at a time with the weights kept
+in cache (tgraph/codegen/attention.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import math
 
 from tgraph.ir import CONST, Graph, Node, Value
+from tgraph.passes.layout import swaps_last_axes
 from tgraph.passes.simplify import dce, replace_values
 
 
@@ -43,6 +49,32 @@ def fuse_masked_softmax(graph: Graph) -> int:
             folded += 1
     if same:
         replace_values(graph, same)
+    if folded:
+        dce(graph)
+    return folded
+
+
+def fuse_attention(graph: Graph) -> int:
+    """``matmul(masked_softmax(matmul(q, kᵀ)), v)``, where the scores and the weights have no
+    other reader, becomes ``attention(q, k, v)``; returns how many. A training graph keeps
+    its weights for the backward, so this finds its forward-only graphs' attention."""
+    users = graph.users()
+    outputs = set(map(id, graph.outputs.values()))
+    folded = 0
+    for n in graph.nodes:
+        weights = n.inputs[0].node if n.op == "matmul" else None
+        scores = weights.inputs[0].node if weights is not None and weights.op == "masked_softmax" \
+            else None
+        if scores is None or scores.op != "matmul" or not swaps_last_axes(scores.inputs[1].node):
+            continue
+        q, k, v = scores.inputs[0], scores.inputs[1].node.inputs[0], n.inputs[1]
+        if (users[weights.output] != [n] or users[scores.output] != [weights]
+                or {id(weights.output), id(scores.output)} & outputs
+                or not q.type.rank == k.type.rank == v.type.rank
+                or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+            continue
+        n.op, n.inputs, n.attrs = "attention", [q, k, v], dict(weights.attrs)
+        folded += 1
     if folded:
         dce(graph)
     return folded

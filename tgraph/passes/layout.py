@@ -21,11 +21,11 @@ def transpose_products(graph: Graph) -> int:
     outputs = set(map(id, graph.outputs.values()))
     same = {}  # a dropped outer transpose's output -> the product now in its layout
     for outer in list(graph.nodes):
-        product = outer.inputs[0].node if _swaps(outer) else None
+        product = outer.inputs[0].node if swaps_last_axes(outer) else None
         if product is None or product.op != "matmul":
             continue
         inner = product.inputs[0].node
-        if (not _swaps(inner) or users[product.output] != [outer]
+        if (not swaps_last_axes(inner) or users[product.output] != [outer]
                 or users[inner.output] != [product]
                 or {id(product.output), id(inner.output)} & outputs):
             continue
@@ -43,7 +43,7 @@ def transpose_products(graph: Graph) -> int:
     return len(same)
 
 
-def _swaps(n: Node | None) -> bool:
+def swaps_last_axes(n: Node | None) -> bool:
     """Whether ``n`` transposes its input's last two axes (and only those)."""
     if n is None or n.op != "transpose":
         return False

@@ -3,7 +3,8 @@
     -O0  the graph as built (a copy)
     -O1  heads merged into batched paths, dead code, constants folded, common
          subexpressions merged, to a fixed point
-    -O2  -O1, then attention's mask and softmax as one op, transposed products computed
+    -O2  -O1, then attention's mask and softmax as one op (in a forward-only graph, with its
+         two products: one attention op), transposed products computed
          in their reader's layout, a tied embedding's sparse gradient added onto its dense
          one, and elementwise chains fused into compiled loops (tgraph/codegen)
 
@@ -28,7 +29,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     """``in_place``: the passes may rewrite ``graph`` itself (a graph the caller just made
     and will not use again), saving a copy."""
     from tgraph.io import copy_graph
-    from tgraph.passes.attention import fuse_masked_softmax
+    from tgraph.passes.attention import fuse_attention, fuse_masked_softmax
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.layout import transpose_products
     from tgraph.passes.merge_heads import merge_heads
@@ -51,6 +52,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
             break
     if level >= 2:
         report["fuse_masked_softmax"] = fuse_masked_softmax(g)
+        report["fuse_attention"] = fuse_attention(g)
         report["transpose_products"] = transpose_products(g)
         report["scatter_into_sums"] = scatter_into_sums(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
