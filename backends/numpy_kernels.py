@@ -1,7 +1,8 @@
 """The NumPy backend's faster kernels, by op name: each takes the registry kernel's place
 where its arrays allow and hands over to it otherwise, so results agree to rounding.
 
-- ``softmax``, ``softmax_grad``, ``layernorm`` and ``cross_entropy`` along the last axis,
+- ``softmax``, ``softmax_grad``, ``layernorm``, ``layernorm_grad`` and ``cross_entropy``
+  along the last axis,
   ``mask`` from a causal or window pattern, and ``masked_softmax`` (the two as one): one
   compiled loop per row (tgraph/codegen/rows.py), rows split over the cores. NumPy takes
   3-5 passes and temporaries for each.
@@ -78,6 +79,21 @@ def layernorm(xp, x, g, b, eps=1e-5):
     return out.reshape(x.shape)
 
 
+def layernorm_grad(xp, x, gamma, g, eps=1e-5):
+    from tgraph.codegen.rows import LAYERNORM_GRAD, row_kernel
+
+    if (x.dtype.kind != "f" or not x.size or gamma.dtype != x.dtype or g.dtype != x.dtype
+            or g.shape != x.shape):
+        return get_op("layernorm_grad").kernel(xp, x, gamma, g, eps=eps)
+    rows, grads = (np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in (x, g))
+    gamma = np.ascontiguousarray(gamma)
+    dx, g_xhat = np.empty_like(rows), np.empty_like(rows)
+    fn = row_kernel(LAYERNORM_GRAD, x.dtype)
+    split(lambda r0, r1: fn(r0, r1, rows, gamma, grads, dx, g_xhat, float(eps)), len(rows),
+          2 * x.size)
+    return dx.reshape(x.shape), g_xhat.reshape(x.shape)
+
+
 def scatter_add(xp, upd, idx, base=None, shape=(), into=None):
     """``into``: the executor's array to write the result in (a dying ``base``)."""
     from tgraph.codegen.rows import SCATTER_ROWS, row_kernel
@@ -133,6 +149,7 @@ def _kernels() -> dict:
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
             "masked_softmax": masked_softmax, "attention": attention, "layernorm": layernorm,
+            "layernorm_grad": layernorm_grad,
             "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add}
 
 

@@ -136,3 +136,67 @@ class SoftmaxGrad(OpDef):
 
     def label(self, axis=-1):
         return f"Softmax′ (axis {axis})"
+
+
+def layernorm_closed_form(x, gamma, g, eps):
+    """LayerNorm's gradient as graph ops, x̂ recomputed from x: (dx, g·x̂) with
+    dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma."""
+    xc = x - tb.mean(x, -1, keepdims=True)
+    rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + eps)
+    xhat = xc * rstd
+    gh = g * gamma
+    dx = (gh - tb.mean(gh, -1, keepdims=True)
+          - xhat * tb.mean(gh * xhat, -1, keepdims=True)) * rstd
+    return dx, g * xhat
+
+
+@register_op
+class LayernormGrad(OpDef):
+    """LayerNorm's gradient from its input: (dx, g·x̂) in one pass over each row, where the
+    closed form is ~15 elementwise ops and 5 row means; dγ and dβ are the sums of g·x̂ and
+    g over the leading axes."""
+
+    name = "layernorm_grad"
+    attr_kinds = {"eps": "eps"}
+    signature = "layernorm_grad(x[..., D], gamma[D], g[..., D], eps=1e-5) -> (dx, g·x̂)"
+
+    def infer(self, types, eps=1e-5):
+        x, gamma, g = types
+        need_float(x, self.name)
+        if g != x or gamma.shape != x.shape[-1:] or gamma.dtype != x.dtype:
+            raise ShapeError(f"layernorm_grad needs g like x and gamma[{x.shape[-1]}], got "
+                             f"{x}, {gamma}, {g}")
+        return [x, x]
+
+    def kernel(self, xp, x, gamma, g, eps=1e-5):
+        xc = x - x.mean(axis=-1, keepdims=True)
+        rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+        xhat = xc * rstd
+        gh = g * gamma
+        dx = (gh - gh.mean(axis=-1, keepdims=True)
+              - xhat * (gh * xhat).mean(axis=-1, keepdims=True)) * rstd
+        return dx, g * xhat
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return 16 * math.prod(in_shapes[0])
+
+    def vjp(self, node, grads):
+        """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
+        from tgraph.autodiff import ancestors, backprop
+
+        graph = node.outputs[0].graph
+        start = len(graph.nodes)
+        outs = layernorm_closed_form(*node.inputs, node.attrs.get("eps", 1e-5))
+        emitted = graph.nodes[start:]
+        seeds = {v: c for v, c in zip(outs, grads) if c is not None}
+        up = ancestors(graph, seeds, emitted)
+        wrt = [v for v in node.inputs if v in up]
+        cts = backprop(graph, seeds, wrt, up, emitted, nest=False)
+        return [cts.get(v) for v in node.inputs]
+
+    def examples(self, rng):
+        return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),
+                  rng.standard_normal(s)], {"eps": 1e-5}) for s in ((2, 3, 6), (5,))]
+
+    def label(self, eps=1e-5):
+        return "LayerNorm′"

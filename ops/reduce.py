@@ -207,17 +207,12 @@ class Layernorm(OpDef):
         return "LayerNorm"
 
     def vjp(self, node, grads):
-        """The closed form, with x̂ recomputed from x (cheaper to keep than mean and rstd):
-        dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) where ĝ = g · gamma."""
+        """One layernorm_grad op (ops/fused_grads.py), x̂ recomputed from x (cheaper to keep
+        than mean and rstd); dγ and dβ summed over the leading axes."""
         (x, gamma, _), g = node.inputs, grads[0]
-        xc = x - tb.mean(x, -1, keepdims=True)
-        rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + node.attrs.get("eps", 1e-5))
-        xhat = xc * rstd
-        gh = g * gamma
-        gx = (gh - tb.mean(gh, -1, keepdims=True)
-              - xhat * tb.mean(gh * xhat, -1, keepdims=True)) * rstd
+        gx, g_xhat = tb.apply("layernorm_grad", x, gamma, g, eps=node.attrs.get("eps", 1e-5))
         lead = list(range(x.type.rank - 1))
-        return [gx, tb.sum(g * xhat, lead) if lead else g * xhat, tb.sum(g, lead) if lead else g]
+        return [gx, tb.sum(g_xhat, lead) if lead else g_xhat, tb.sum(g, lead) if lead else g]
 
     def examples(self, rng):
         return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),

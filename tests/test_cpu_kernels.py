@@ -386,3 +386,28 @@ def test_attention_kernel_float32_within_its_error_bound(kw, t, s):
     every_other = [x[..., ::2] for x in (q, k, v)]  # no contiguous rows: the reference path
     np.testing.assert_array_equal(KERNELS["attention"](np, *every_other, **kw),
                                   ref.kernel(np, *every_other, **kw))
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split
+def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
+    """(dx, g·x̂) of one row loop against the float64 closed form on the same numbers: the
+    statistics are summed in float64, so each output carries a few float32 roundings of its
+    terms: dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times 8u."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    gamma = rng.standard_normal(shape[-1]).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    dx, g_xhat = KERNELS["layernorm_grad"](np, x, gamma, g, eps=1e-5)
+    x64, gamma64, g64 = (a.astype(np.float64) for a in (x, gamma, g))
+    want_dx, want_gx = get_op("layernorm_grad").kernel(np, x64, gamma64, g64, eps=1e-5)
+    xc = x64 - x64.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5)
+    xhat, gh = xc * rstd, g64 * gamma64
+    terms = rstd * (np.abs(gh) + np.abs(gh).mean(-1, keepdims=True)
+                    + np.abs(xhat) * np.abs(gh * xhat).mean(-1, keepdims=True))
+    assert dx.dtype == g_xhat.dtype == np.float32
+    assert np.all(np.abs(dx - want_dx) <= 8 * U32 * terms)
+    assert np.all(np.abs(g_xhat - want_gx) <= 4 * U32 * np.abs(want_gx))
+    got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, eps=1e-5)
+    for a, b in zip(got64, (want_dx, want_gx)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())

@@ -1,5 +1,5 @@
 """Row kernels: softmax, its gradient, the causal/window mask, the two as one, the
-embedding gradient's scatter of rows, LayerNorm and cross-entropy
+embedding gradient's scatter of rows, LayerNorm, its gradient and cross-entropy
 along the last axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
@@ -110,6 +110,33 @@ LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
         rstd = 1.0 / math.sqrt(v / n + eps)
         for j in range(n):
             out[r, j] = (x[r, j] - mu) * rstd * g[j] + b[j]
+"""
+
+# ops/fused_grads.py's LayernormGrad: (dx, g·x̂), statistics summed in float64
+LAYERNORM_GRAD = """def kernel(r0, r1, x, gamma, g, dx, g_xhat, eps):
+    n = x.shape[1]
+    for r in range(r0, r1):
+        s = 0.0
+        for j in range(n):
+            s += x[r, j]
+        mu = s / n
+        v = 0.0
+        for j in range(n):
+            d = x[r, j] - mu
+            v += d * d
+        rstd = 1.0 / math.sqrt(v / n + eps)
+        a = 0.0
+        b = 0.0
+        for j in range(n):
+            gh = g[r, j] * gamma[j]
+            a += gh
+            b += gh * ((x[r, j] - mu) * rstd)
+        a = a / n
+        b = b / n
+        for j in range(n):
+            xh = (x[r, j] - mu) * rstd
+            dx[r, j] = (g[r, j] * gamma[j] - a - xh * b) * rstd
+            g_xhat[r, j] = g[r, j] * xh
 """
 
 # ops/reduce.py's CrossEntropy, per row: log Σ exp(x − max) + max − x[target]; the caller

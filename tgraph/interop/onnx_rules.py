@@ -148,6 +148,25 @@ def _layernorm(e, n, ins):
     return e.op("LayerNormalization", ins, axis=-1, epsilon=float(n.attrs.get("eps", 1e-5)))
 
 
+def _layernorm_grad(e, n, ins):
+    """ops/fused_grads.py's closed form: (dx, g·x̂)."""
+    x, gamma, g = ins
+    dt = _dtype(n)
+
+    def mean(v):
+        return reduce(e, "ReduceMean", v, [-1], True)
+
+    xc = e.op("Sub", [x, mean(x)])
+    var = e.op("Add", [mean(e.op("Mul", [xc, xc])), e.scalar(float(n.attrs.get("eps", 1e-5)), dt)])
+    rstd = e.op("Reciprocal", [e.op("Sqrt", [var])])
+    xhat = e.op("Mul", [xc, rstd])
+    gh = e.op("Mul", [g, gamma])
+    centred = e.op("Sub", [gh, mean(gh)])
+    dx = e.op("Mul", [e.op("Sub", [centred, e.op("Mul", [xhat, mean(e.op("Mul", [gh, xhat]))])]),
+                      rstd])
+    return [dx, e.op("Mul", [g, xhat])]
+
+
 def _cross_entropy(e, n, ins):
     logits, targets = ins
     classes = n.inputs[0].shape[-1]
@@ -323,7 +342,8 @@ RULES = {
     "max": _reduction("ReduceMax"), "numel": _numel, "softmax": _softmax,
     "softmax_grad": _softmax_grad, "masked_softmax": _masked_softmax,
     "attention": _attention,
-    "layernorm": _layernorm, "cross_entropy": _cross_entropy,
+    "layernorm": _layernorm, "layernorm_grad": _layernorm_grad,
+    "cross_entropy": _cross_entropy,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,
     "split": _split, "slice": _slice, "unslice": _unslice, "broadcast_to": _broadcast_to,
     "gather": _gather, "scatter_add": _scatter_add, "one_hot": _one_hot,

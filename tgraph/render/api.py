@@ -142,6 +142,13 @@ def write_view(view: View, path, rankdir: str = "TB", time_budget: float = 60.0,
         # killed past the budget or on any exception (SIGTERM too); dies with us on SIGKILL
         done = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True,
                               timeout=time_budget, check=False, preexec_fn=_die_with_parent)
+        if done.returncode and b"trouble in init_rank" in done.stderr:
+            # Graphviz 2.43's newrank fails on some clustered graphs (a gpt-tiny forward+
+            # backward, heads split); its classic ranking lays the same graph out
+            done = subprocess.run([exe, f"-T{fmt}"],
+                                  input=to_dot(view, rankdir, newrank=False).source.encode(),
+                                  capture_output=True, timeout=time_budget, check=False,
+                                  preexec_fn=_die_with_parent)
         if done.returncode:
             raise TGraphError(f"dot failed on {path.name}: {done.stderr.decode(errors='replace')}")
         with atomic_write(path, "wb") as f:

@@ -112,9 +112,11 @@ def heatmap_table(weights, side: int = 96) -> str:
     return f'<TABLE BORDER="1" COLOR="#888888" CELLBORDER="0" CELLSPACING="0">{rows}</TABLE>'
 
 
-def to_dot(view: View, rankdir: str = "TB", large: int = 600, legend: bool = True) -> Digraph:
+def to_dot(view: View, rankdir: str = "TB", large: int = 600, legend: bool = True,
+           newrank: bool = True) -> Digraph:
     g = Digraph("tgraph", graph_attr={
-        "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t", "newrank": "true",
+        "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "labelloc": "t",
+        **({"newrank": "true"} if newrank else {}),  # 2.43 reads any value as on
         "label": html_label(f"<B>{html_text(view.title)}</B>"), "nodesep": "0.18", "ranksep": "0.22",
         "tooltip": view.title},
         node_attr={"fontname": FONT}, edge_attr={
