@@ -95,37 +95,31 @@ MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale):
             out[r, j] = out[r, j] / z
 """
 
-# ops/reduce.py's Layernorm: statistics summed in float64
+# a row's mean and 1/√(variance + eps), summed in float64: LayerNorm's and its gradient's
+_ROW_STATS = """        s = 0.0
+        for j in range(n):
+            s += x[r, j]
+        mu = s / n
+        v = 0.0
+        for j in range(n):
+            d = x[r, j] - mu
+            v += d * d
+        rstd = 1.0 / math.sqrt(v / n + eps)
+"""
+
+# ops/reduce.py's Layernorm
 LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
     n = x.shape[1]
     for r in range(r0, r1):
-        s = 0.0
-        for j in range(n):
-            s += x[r, j]
-        mu = s / n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - mu
-            v += d * d
-        rstd = 1.0 / math.sqrt(v / n + eps)
-        for j in range(n):
+""" + _ROW_STATS + """        for j in range(n):
             out[r, j] = (x[r, j] - mu) * rstd * g[j] + b[j]
 """
 
-# ops/fused_grads.py's LayernormGrad: (dx, g·x̂), statistics summed in float64
+# ops/fused_grads.py's LayernormGrad: (dx, g·x̂)
 LAYERNORM_GRAD = """def kernel(r0, r1, x, gamma, g, dx, g_xhat, eps):
     n = x.shape[1]
     for r in range(r0, r1):
-        s = 0.0
-        for j in range(n):
-            s += x[r, j]
-        mu = s / n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - mu
-            v += d * d
-        rstd = 1.0 / math.sqrt(v / n + eps)
-        a = 0.0
+""" + _ROW_STATS + """        a = 0.0
         b = 0.0
         for j in range(n):
             gh = g[r, j] * gamma[j]

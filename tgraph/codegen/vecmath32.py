@@ -37,13 +37,9 @@ e = F(_math.e)
 
 
 @njit(**_FLAGS)
-def _exp_sum(h, s):
-    """e**(h + s), reduced on h alone (n·ln2 taken from h exactly), then s added: for h
-    large and already rounded once, s of moderate size. Cephes expf's polynomial on
-    |r| ≤ ln2/2; 2**n from two int32 exponent fields (subnormal results too)."""
-    y = min(max(h + s, _LO), _HI)
-    n = np.floor(y * _LOG2E + _HALF)
-    r = ((h - n * _C1) + s) - n * _C2
+def _scaled_exp(r, n):
+    """e**r · 2**n for |r| ≤ ln2/2: Cephes expf's polynomial; 2**n from two int32 exponent
+    fields (subnormal results too)."""
     p = F(1.9875691500e-4)
     p = p * r + F(1.3981999507e-3)
     p = p * r + F(8.3334519073e-3)
@@ -53,8 +49,17 @@ def _exp_sum(h, s):
     p = p * r * r + r + _ONE
     k = np.int32(n)
     half = k >> np.int32(1)
-    out = (p * _bits_as_float32((half + np.int32(127)) << np.int32(23))
-           * _bits_as_float32((k - half + np.int32(127)) << np.int32(23)))
+    return (p * _bits_as_float32((half + np.int32(127)) << np.int32(23))
+            * _bits_as_float32((k - half + np.int32(127)) << np.int32(23)))
+
+
+@njit(**_FLAGS)
+def _exp_sum(h, s):
+    """e**(h + s), reduced on h alone (n·ln2 taken from h exactly), then s added: for h
+    large and already rounded once, s of moderate size."""
+    y = min(max(h + s, _LO), _HI)
+    n = np.floor(y * _LOG2E + _HALF)
+    out = _scaled_exp(((h - n * _C1) + s) - n * _C2, n)
     x = h + s
     out = _ZERO if x < _LO else out
     out = _INF if x > _HI else out
@@ -70,22 +75,11 @@ def exp(x):
 def exp_of_float64(d):
     """e**d for a float64 d (softmax's x − max), to float32 precision: n and r = d − n·ln2
     in float64, so d's size costs nothing (rounding d to float32 first would cost |d|·u,
-    20 ulp at d = −20), then expf's polynomial in r (|r| ≤ ln2/2) in float32, half the
-    work of vecmath's float64 polynomial. Within 3 float32 roundings of e**d."""
+    20 ulp at d = −20), then the polynomial in r in float32, half the work of vecmath's
+    float64 one. Within 3 float32 roundings of e**d."""
     y = min(max(d, -104.0), 89.0)
     n = np.floor(y * 1.4426950408889634 + 0.5)
-    r = F((y - n * 0.6931471803691238) - n * 1.9082149292705877e-10)  # Cody and Waite
-    p = F(1.9875691500e-4)
-    p = p * r + F(1.3981999507e-3)
-    p = p * r + F(8.3334519073e-3)
-    p = p * r + F(4.1665795894e-2)
-    p = p * r + F(1.6666665459e-1)
-    p = p * r + F(5.0000001201e-1)
-    p = p * r * r + r + _ONE
-    k = np.int32(n)
-    half = k >> np.int32(1)
-    out = (p * _bits_as_float32((half + np.int32(127)) << np.int32(23))
-           * _bits_as_float32((k - half + np.int32(127)) << np.int32(23)))
+    out = _scaled_exp(F((y - n * 0.6931471803691238) - n * 1.9082149292705877e-10), n)
     out = _ZERO if d < -104.0 else out
     out = _INF if d > 89.0 else out
     return out if d == d else F(d)  # NaN stays NaN
