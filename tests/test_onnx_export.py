@@ -254,16 +254,20 @@ def test_cli_export_run_and_train_on_onnxruntime(tmp_path, monkeypatch):
     for backend in ("numpy", "onnxruntime"):
         r = runner.invoke(main, ["train", "transformer", "--task", "reverse", "--preset", "tiny",
                                  "--steps", "4", "--batch", "8", "--backend", backend,
-                                 "-o", f"{backend}.npz"])
+                                 "--optimizer", "sgd", "--lr", "0.5", "-o", f"{backend}.npz"])
         assert r.exit_code == 0, r.output
         losses[backend] = [float(x) for x in r.output.split("loss ")[1].split()[0:3:2]]
         losses[backend + "_w"] = np.load(f"{backend}.npz")
-    # the same AdamW steps on gradients that agree to float32 rounding
+    # the same SGD steps on gradients that agree to float32 rounding (SGD, not Adam: Adam's
+    # m/√v turns a gradient that is rounding noise, the key biases' or a weight's that
+    # cancels, into a full-size step, so its weights part by more than the rounding)
     assert np.allclose(losses["numpy"], losses["onnxruntime"], rtol=1e-3)
-    # every weight agrees but the key biases: their gradient is zero in exact arithmetic,
-    # and Adam's m/√v turns either backend's rounding noise into a full-size step
     w_np, w_ort = losses["numpy_w"], losses["onnxruntime_w"]
-    assert [k for k in w_np if not close(w_ort[k], w_np[k]) and not k.endswith("/b_k")] == []
+    # the key biases' gradient is 0 in exact arithmetic (softmax ignores a per-row shift),
+    # so they hold rounding noise only: measured against the model's largest weight
+    biggest = max(float(np.abs(w).max()) for w in w_np.values())
+    assert [k for k in w_np if not close(w_ort[k], w_np[k],
+                                         biggest if k.endswith("/b_k") else None)] == []
 
 
 @pytest.mark.parametrize("model,opts", [("transformer", {}),
