@@ -352,3 +352,20 @@ def test_a_product_read_as_a_graph_output_keeps_its_value():
     want = tg.run(g, feeds, params)
     assert merge_projections(g) == 2  # x·w1 twice (no CSE here) and x·w2: three into one
     close(tg.run(g.validate(), feeds, params), want, 1e-12)
+
+
+def test_merged_heads_add_their_biases_before_the_heads_are_split_out():
+    """-O2 on heads drawn one by one: after merge_heads, q, k and v get their stacked
+    [H, 1, d] biases on a transposed [B, H, T, d] view; bias_before_heads adds them to the
+    [B, T, D] product instead (one contiguous add each). Forward and gradients are -O0's."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, heads="split", **SMALL)
+    params, feeds = tg.init_params(g, 5), random_feeds(g, {"B": 2, "T": 8}, 5)
+    fwd, report = optimize(g, 2)
+    assert report["bias_before_heads"] == 3 * SMALL["n_layers"]
+    d, h = SMALL["d_model"], SMALL["n_heads"]
+    adds = [n for n in fwd.nodes if n.op == "add" and "self_attn" in n.scope]
+    assert not any(n.output.shape[-3:] == (h, "T", d // h) for n in adds)
+    assert sum(n.output.shape == ("B", "T", d) for n in adds) >= 3
+    close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
+    close(tg.run(training_graph(g, "loss", 2), feeds, params),
+          tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)

@@ -4,7 +4,8 @@
     -O1  heads merged into batched paths, dead code, constants folded, common
          subexpressions merged, to a fixed point
     -O2  -O1, then attention's mask and softmax as one op (in a forward-only graph, with its
-         two products: one attention op), transposed products computed
+         two products: one attention op), merged heads' biases added before the heads are
+         split out, transposed products computed
          in their reader's layout, a tied embedding's sparse gradient added onto its dense
          one, and elementwise chains fused into compiled loops (tgraph/codegen)
 
@@ -31,7 +32,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.io import copy_graph
     from tgraph.passes.attention import fuse_attention, fuse_masked_softmax
     from tgraph.passes.fuse import fuse_elementwise
-    from tgraph.passes.layout import transpose_products
+    from tgraph.passes.layout import bias_before_heads, transpose_products
     from tgraph.passes.merge_heads import merge_heads
     from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.simplify import cse, dce, fold_constants
@@ -54,6 +55,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         report["fuse_masked_softmax"] = fuse_masked_softmax(g)
         report["fuse_attention"] = fuse_attention(g)
         report["transpose_products"] = transpose_products(g)
+        report["bias_before_heads"] = bias_before_heads(g)
         report["scatter_into_sums"] = scatter_into_sums(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
     return g.validate(), report
