@@ -106,21 +106,19 @@ class Fused(OpDef):
         return self.kernel(jnp, *arrays, body=body, outputs=outputs, rule="jax_kernel")
 
     def vjp(self, node, grads):
-        from tgraph.autodiff import ancestors, backprop
+        from tgraph.autodiff import vjp_of_expansion
 
         g = node.outputs[0].graph
-        start = len(g.nodes)
-        env = list(node.inputs)
-        for entry in node.attrs["body"]:
-            args = [g.const(a["value"], "scalar", a["dtype"]) if isinstance(a, dict)
-                    else env[a] for a in entry.get("args", ())]
-            env.append(g.apply(entry["op"], args, entry.get("attrs", {})))
-        emitted = g.nodes[start:]
-        seeds = {env[a]: c for a, c in zip(node.attrs["outputs"], grads) if c is not None}
-        up = ancestors(g, seeds, emitted)
-        wrt = [v for v in node.inputs if v in up and v.dtype.startswith("float")]
-        cts = backprop(g, seeds, wrt, up, emitted, nest=False)
-        return [cts.get(v) for v in node.inputs]
+
+        def body(*inputs):
+            env = list(inputs)
+            for entry in node.attrs["body"]:
+                args = [g.const(a["value"], "scalar", a["dtype"]) if isinstance(a, dict)
+                        else env[a] for a in entry.get("args", ())]
+                env.append(g.apply(entry["op"], args, entry.get("attrs", {})))
+            return [env[a] for a in node.attrs["outputs"]]
+
+        return vjp_of_expansion(node, grads, body)
 
     def examples(self, rng):
         """bias + GELU, times x, with a row mean as a second output."""

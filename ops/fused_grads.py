@@ -182,17 +182,10 @@ class LayernormGrad(OpDef):
 
     def vjp(self, node, grads):
         """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
-        from tgraph.autodiff import ancestors, backprop
+        from tgraph.autodiff import vjp_of_expansion
 
-        graph = node.outputs[0].graph
-        start = len(graph.nodes)
-        outs = layernorm_closed_form(*node.inputs, node.attrs.get("eps", 1e-5))
-        emitted = graph.nodes[start:]
-        seeds = {v: c for v, c in zip(outs, grads) if c is not None}
-        up = ancestors(graph, seeds, emitted)
-        wrt = [v for v in node.inputs if v in up]
-        cts = backprop(graph, seeds, wrt, up, emitted, nest=False)
-        return [cts.get(v) for v in node.inputs]
+        eps = node.attrs.get("eps", 1e-5)
+        return vjp_of_expansion(node, grads, lambda *xs: layernorm_closed_form(*xs, eps))
 
     def examples(self, rng):
         return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),

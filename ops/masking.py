@@ -184,20 +184,18 @@ class Attention(OpDef):
         return 2 * pairs * (q[-1] + v[-1]) + 7 * pairs
 
     def vjp(self, node, grads):
-        # the weights are recomputed: the op exists where nothing kept them
+        """The three ops it stands for, re-emitted (the weights recomputed: the op exists
+        where nothing kept them) and differentiated."""
+        from tgraph.autodiff import vjp_of_expansion
         from tgraph.ops.linalg import swap_last
 
-        q, k, v = node.inputs
         attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
-        weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), **attrs)
-        g = grads[0]
-        d_weights = tb.matmul(g, swap_last(v))
-        d_scores = tb.apply("softmax_grad", weights, d_weights, axis=-1)
-        scale = node.attrs.get("scale", 1.0)
-        if scale != 1.0:
-            d_scores = tb.scale(d_scores, scale)
-        return [tb.matmul(d_scores, k), tb.matmul(swap_last(d_scores), q),
-                tb.matmul(swap_last(weights), g)]
+
+        def expand(q, k, v):
+            weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), **attrs)
+            return [tb.matmul(weights, v)]
+
+        return vjp_of_expansion(node, grads, expand)
 
     def examples(self, rng):
         def qkv(lead, t, s, d, e):

@@ -165,6 +165,21 @@ def _is_float(v: Value) -> bool:
     return v.dtype in FLOAT_DTYPES
 
 
+def vjp_of_expansion(node: Node, grads: list, expand) -> list:
+    """An op's VJP from its expansion: ``expand(*node.inputs)`` emits the op as other ops
+    and returns its outputs, which are then differentiated like any graph (a fused node's
+    body, LayerNorm's gradient, attention); the op's own form stays for the forward."""
+    g = node.outputs[0].graph
+    start = len(g.nodes)
+    outs = expand(*node.inputs)
+    emitted = g.nodes[start:]
+    seeds = {v: c for v, c in zip(outs, grads) if c is not None}
+    up = ancestors(g, seeds, emitted)
+    wrt = [v for v in node.inputs if v in up and v.dtype.startswith("float")]
+    cts = backprop(g, seeds, wrt, up, emitted, nest=False)
+    return [cts.get(v) for v in node.inputs]
+
+
 def ancestors(g: Graph, ys, nodes: list[Node] | None = None) -> set:
     """Every value the values ``ys`` depend on, themselves included."""
     seen = set(ys)
