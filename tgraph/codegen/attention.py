@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from tgraph.codegen.gemm import _scipy_blas_threads, one_blas_thread
+from tgraph.codegen.gemm import _scipy_blas_threads, batch_offsets, one_blas_thread
 from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
 from tgraph.parallel import split
 
@@ -33,15 +33,17 @@ from tgraph.codegen.gemm import _GEMM
 
 @njit(cache=True, nogil=True, error_model='numpy',
       fastmath={"contract", "nsz", "arcp", "reassoc"})
-def kernel(lo, hi, q, k, v, offsets, lds, out, out_view, t, s, d, e, causal, window, scale,
+def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale,
            one_zero, block):
-    """out[i] (t×e, contiguous) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; offsets:
-    each product's byte offsets into q, k, v (rows 0-2); lds: their leading dimensions."""
+    """out[i] (t×e, contiguous; ``out`` flat) = masked_softmax(Q_i·K_iᵀ)·V_i for i in
+    lo..hi; q, k, v: addresses; offsets: each product's byte offsets into them (rows 0-2);
+    lds: their leading dimensions."""
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
     scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
+    out_at = out.ctypes.data
     step = block if causal else t
     for i in range(lo, hi):
         for r0 in range(0, t, step):
@@ -49,7 +51,7 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, out_view, t, s, d, e, causal, win
             width = min(s, r1 + s - t) if causal else s  # the keys these queries may see
             if width <= 0:
                 for j in range(r0 * e, r1 * e):
-                    out_view[i * t * e + j] = 0.0
+                    out[i * t * e + j] = 0.0
                 continue
             # row-major scores = Q·Kᵀ is the column-major scoresᵀ = K·Qᵀ
             _GEMM(115, 84, 78, width, r1 - r0, d, one, k + offsets[1, i], lds[1],
@@ -58,7 +60,7 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, out_view, t, s, d, e, causal, win
             softmax_rows(r0, r1, scores, weights, t, causal, window, scale)
             _GEMM(115, 78, 78, e, r1 - r0, width, one, v + offsets[2, i], lds[2],
                   weights.ctypes.data + r0 * s * itemsize, s, zero,
-                  out + (i * t + r0) * e * itemsize, e)
+                  out_at + (i * t + r0) * e * itemsize, e)
 '''
 
 
@@ -74,15 +76,13 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window:
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
     count = math.prod(lead)
     out = np.empty((*lead, t, e), np.float32)
-    index = np.indices(lead).reshape(len(lead), count)
-    offsets = np.array([(np.array(x.strides[:-2], np.int64)[:, None] * index).sum(0)
-                        for x in (q, k, v)], np.int64).reshape(3, count)
+    offsets = batch_offsets(lead, q, k, v)
     lds = np.array([x.strides[-2] // 4 for x in (q, k, v)], np.int64)
     fn = row_kernel(_BODY, np.float32)
     one_zero = np.array([1, 0], np.float32)
     with one_blas_thread():
         split(lambda lo, hi: fn(lo, hi, q.ctypes.data, k.ctypes.data, v.ctypes.data, offsets,
-                                lds, out.ctypes.data, out.reshape(-1), t, s, d, e,
+                                lds, out.reshape(-1), t, s, d, e,
                                 bool(causal), int(window), float(scale), one_zero, CAUSAL_BLOCK),
               count, count * t * s)
     return out

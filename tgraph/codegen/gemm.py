@@ -154,6 +154,14 @@ def one_blas_thread():
         set_threads(before)
 
 
+def batch_offsets(lead: tuple, *arrays: np.ndarray) -> np.ndarray:
+    """[len(arrays), prod(lead)]: the byte offset of each matrix of the batch ``lead`` in
+    each array (its strides over the leading axes; 0 along a broadcast one)."""
+    index = np.indices(lead).reshape(len(lead), math.prod(lead))
+    return np.array([(np.array(x.strides[:len(lead)], np.int64)[:, None] * index).sum(0)
+                     for x in arrays], np.int64).reshape(len(arrays), -1)
+
+
 def _kind_and_scalars(x: np.ndarray):
     return np.int8(ord("d" if x.dtype == np.float64 else "s")), np.array([1, 0], x.dtype)
 
@@ -194,9 +202,7 @@ def _batch(a: np.ndarray, b: np.ndarray, lead: tuple) -> np.ndarray | None:
         return out
     flags = np.array([read_b[0], read_a[0]], np.int8)
     lds = np.array([read_b[1], read_a[1]], np.int64)
-    index = np.indices(lead).reshape(len(lead), -1)
-    a_off = (np.array(a.strides[:-2])[:, None] * index).sum(0)
-    b_off = (np.array(b.strides[:-2])[:, None] * index).sum(0)
+    a_off, b_off = batch_offsets(lead, a, b)
     kind, one_zero = _kind_and_scalars(a)
     split(lambda lo, hi: products(lo, hi, kind, a.ctypes.data, a_off, b.ctypes.data, b_off,
                                   out.ctypes.data, m, n, k, flags, lds, one_zero),
