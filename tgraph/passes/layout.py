@@ -15,7 +15,7 @@ Likewise a bias added after a reshape into heads and a transpose is added before
 from __future__ import annotations
 
 from tgraph.ir import Graph, Node
-from tgraph.passes.simplify import dce, replace_values
+from tgraph.passes.simplify import dce, move_before, replace_values
 
 
 def transpose_products(graph: Graph) -> int:
@@ -33,8 +33,7 @@ def transpose_products(graph: Graph) -> int:
                 or {id(product.output), id(inner.output)} & outputs):
             continue
         a, b = inner.inputs[0], product.inputs[1]
-        graph.nodes.remove(inner)  # it now transposes b: placed right before the product
-        graph.nodes.insert(graph.nodes.index(product), inner)
+        move_before(graph, [inner], product)  # it now transposes b: right before the product
         inner.inputs = [b]
         inner.output.type = b.type.with_shape(_swapped(b.shape))
         product.inputs = [inner.output, a]
@@ -79,12 +78,8 @@ def bias_before_heads(graph: Graph) -> int:
             lined = graph.apply("transpose", [lined], {"perm": in_pieces[1]})
             flat = graph.apply("reshape", [lined], {"shape": [n]})
             biased = graph.apply("add", [y, flat])
-        new = graph.nodes[start:]
-        del graph.nodes[start:]
-        for n_ in (split, spread):  # they now read the sum: after it, where the add was
-            graph.nodes.remove(n_)
-        at = graph.nodes.index(add)
-        graph.nodes[at:at] = [*new, split, spread]
+        # the reshape and transpose now read the sum: after it, where the add was
+        move_before(graph, [*graph.nodes[start:], split, spread], add)
         split.inputs = [biased]
         same[add.output] = spread.output
         moved += 1

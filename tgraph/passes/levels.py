@@ -12,9 +12,8 @@
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
 up, and at -O2 its products of one input merged (merge_projections), before it is
-differentiated (the backward then
-mirrors the fast forward), and fusion runs on the whole forward+backward graph, where the
-gradient chains are.
+differentiated (the backward then mirrors the fast forward), and fusion runs on the whole
+forward+backward graph, where the gradient chains are.
 """
 
 from __future__ import annotations

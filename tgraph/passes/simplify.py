@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from tgraph.ir import CONST, Graph, Value
+from tgraph.ir import CONST, Graph, Node, Value
 
 
 def dce(graph: Graph) -> int:
@@ -29,6 +29,15 @@ def replace_values(graph: Graph, same: dict[Value, Value]) -> None:
     for n in graph.nodes:
         n.inputs = [same.get(v, v) for v in n.inputs]
     graph.outputs = {k: same.get(v, v) for k, v in graph.outputs.items()}
+
+
+def move_before(graph: Graph, nodes: list[Node], anchor: Node) -> None:
+    """Put ``nodes``, in this order, right before ``anchor`` in the schedule (a pass that
+    appended them with ``graph.apply``, or moves nodes it rewired)."""
+    moving = set(map(id, nodes))
+    kept = [n for n in graph.nodes if id(n) not in moving]
+    at = kept.index(anchor)
+    graph.nodes = [*kept[:at], *nodes, *kept[at:]]
 
 
 def cse(graph: Graph) -> int:
