@@ -139,16 +139,11 @@ def write_view(view: View, path, rankdir: str = "TB", time_budget: float = 60.0,
             raise TGraphError(f"Graphviz 'dot' is not installed, so no {fmt.upper()} was drawn; "
                               f"the DOT source is in {dot_path} (install graphviz, e.g. "
                               f"'apt install graphviz', then: dot -T{fmt} {dot_path} -o {path})")
-        # killed past the budget or on any exception (SIGTERM too); dies with us on SIGKILL
-        done = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True,
-                              timeout=time_budget, check=False, preexec_fn=_die_with_parent)
+        done = _run_dot(exe, fmt, source, time_budget)
         if done.returncode and b"trouble in init_rank" in done.stderr:
             # Graphviz 2.43's newrank fails on some clustered graphs (a gpt-tiny forward+
             # backward, heads split); its classic ranking lays the same graph out
-            done = subprocess.run([exe, f"-T{fmt}"],
-                                  input=to_dot(view, rankdir, newrank=False).source.encode(),
-                                  capture_output=True, timeout=time_budget, check=False,
-                                  preexec_fn=_die_with_parent)
+            done = _run_dot(exe, fmt, to_dot(view, rankdir, newrank=False).source, time_budget)
         if done.returncode:
             raise TGraphError(f"dot failed on {path.name}: {done.stderr.decode(errors='replace')}")
         with atomic_write(path, "wb") as f:
@@ -157,6 +152,12 @@ def write_view(view: View, path, rankdir: str = "TB", time_budget: float = 60.0,
         _write_text(path, source)
     return Rendered(path, len(view.items), len(view.edges), depth,
                     time.perf_counter() - start)
+
+
+def _run_dot(exe: str, fmt: str, source: str, time_budget: float):
+    # killed past the budget or on any exception (SIGTERM too); dies with us on SIGKILL
+    return subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True,
+                          timeout=time_budget, check=False, preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:
