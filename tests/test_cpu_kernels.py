@@ -6,6 +6,8 @@ gradient fused through vecmath."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from scipy import special
@@ -315,6 +317,41 @@ def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
         serial = gemm.matmul(a, b)
         monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
         np.testing.assert_array_equal(gemm.matmul(a, b), serial)
+
+
+@pytest.mark.parametrize("choice", ["", "openblas"])
+def test_each_blas_gives_products_within_the_dot_product_bound(choice):
+    """MKL when the ``mkl`` package is installed, SciPy's OpenBLAS when it is not or when
+    TGRAPH_BLAS=openblas: both bound to the same symbols, in a fresh process each (the
+    binding is once per process), each within γ_K·|a|·|b| of float64 products."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from tgraph.codegen import blas, gemm
+rng = np.random.default_rng(3)
+for dtype, u in ((np.float32, 2.0**-24), (np.float64, 2.0**-53)):
+    a, b = (rng.standard_normal(s).astype(dtype) for s in ((3, 300, 70), (70, 500)))
+    got = gemm.matmul(a, b.T.copy().T)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    assert np.all(np.abs(got - a64 @ b64) <= 71 * u * (np.abs(a64) @ np.abs(b64)))
+print(blas.bind().name)
+"""
+    env = {**os.environ, "TGRAPH_BLAS": choice}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-1] == ("mkl" if _installed("mkl") and not choice else "openblas")
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def test_gemm_leaves_other_operands_to_numpy():

@@ -17,24 +17,20 @@ set before NumPy loaded), so one of two cores stayed busy through every fused ke
 followed, and each of those ran at half speed (GPT config M forward: 67 ms so, 57 ms with
 the spin cut short). Here one pool of threads does all the work.
 
-The GEMM is SciPy's (``scipy.linalg.cython_blas``: its own OpenBLAS, not NumPy's), called
-through Numba's wrapper of its C address from loops that release the GIL. That OpenBLAS is
-put on one thread while a call runs, and restored after. The setting is the process's: a
-SciPy BLAS call that another thread of the user's makes meanwhile runs on one thread, with
-the same result. Each output element is the BLAS's dot product over K whatever the split,
-so the result does not depend on the number of cores.
+The GEMM is the BLAS that ``blas.py`` binds (MKL when installed, else SciPy's OpenBLAS), on
+one thread, called by address from loops that release the GIL. Each output element is the
+BLAS's dot product over K whatever the split, so the result does not depend on the number
+of cores.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import math
 
 import numpy as np
 from numba import njit, types
 
+from tgraph.codegen.blas import bind, one_thread
 from tgraph.parallel import cores, split
 
 #: multiply-adds below which a GEMM runs on the calling thread only (waking a thread costs
@@ -43,12 +39,27 @@ SPLIT_MIN = 1 << 21
 #: rows or columns per unit of a split GEMM: a multiple of the BLAS's register tile
 _BLOCK = 16
 
-# Numba's own wrapper of SciPy's ?gemm (what its np.dot calls): a symbol of Numba's helper
-# library, so these loops cache on disk like any other kernel. Its pointer arguments are
-# declared as addresses (intp): the same registers on every ABI here.
+# ?gemm with the Fortran convention (every argument by address), by the symbol names blas.py
+# binds, so these loops cache on disk like any other kernel
 _WORD = types.intp
-_GEMM = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, *[_WORD] * 11))
+_SGEMM = types.ExternalFunction("tgraph_sgemm", types.void(*[_WORD] * 13))
+_DGEMM = types.ExternalFunction("tgraph_dgemm", types.void(*[_WORD] * 13))
+bind()  # the symbols bound before any loop below (or attention's) is compiled or loaded
+
+
+@njit(nogil=True, cache=True)
+def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch):
+    """Column-major c (m×n) = op(a)·op(b): kind ord('s') or ord('d'), trans letters as codes,
+    a, b, c, alpha, beta as addresses; scratch: an int32[8] the call's integers go through."""
+    scratch[0], scratch[1], scratch[2], scratch[3] = transa, transb, m, n
+    scratch[4], scratch[5], scratch[6], scratch[7] = k, lda, ldb, ldc
+    at = scratch.ctypes.data
+    if kind == 115:
+        _SGEMM(at, at + 4, at + 8, at + 12, at + 16, alpha, a, at + 20, b, at + 24, beta, c,
+               at + 28)
+    else:
+        _DGEMM(at, at + 4, at + 8, at + 12, at + 16, alpha, a, at + 20, b, at + 24, beta, c,
+               at + 28)
 
 
 @njit(nogil=True, cache=True)
@@ -60,9 +71,10 @@ def products(lo, hi, kind, a, a_off, b, b_off, c, m, n, k, flags, lds, one_zero)
     itemsize = one_zero.itemsize
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
     size = m * n * itemsize
+    scratch = np.empty(8, np.int32)
     for i in range(lo, hi):
-        _GEMM(kind, flags[0], flags[1], n, m, k, one, b + b_off[i], lds[0], a + a_off[i],
-              lds[1], zero, c + i * size, n)
+        blas_gemm(kind, flags[0], flags[1], n, m, k, one, b + b_off[i], lds[0], a + a_off[i],
+                  lds[1], zero, c + i * size, n, scratch)
 
 
 @njit(nogil=True, cache=True)
@@ -71,35 +83,13 @@ def block(lo, hi, by_rows, kind, a, b, c, m, n, k, flags, lds, steps, one_zero):
     steps: the bytes from one row of A, and from one column of B, to the next."""
     itemsize = one_zero.itemsize
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
+    scratch = np.empty(8, np.int32)
     if by_rows:
-        _GEMM(kind, flags[0], flags[1], n, hi - lo, k, one, b, lds[0], a + lo * steps[0],
-              lds[1], zero, c + lo * n * itemsize, n)
+        blas_gemm(kind, flags[0], flags[1], n, hi - lo, k, one, b, lds[0], a + lo * steps[0],
+                  lds[1], zero, c + lo * n * itemsize, n, scratch)
     else:
-        _GEMM(kind, flags[0], flags[1], hi - lo, m, k, one, b + lo * steps[1], lds[0], a,
-              lds[1], zero, c + lo * itemsize, n)
-
-
-@functools.cache
-def _scipy_blas_threads():
-    """set(n) -> None and get() -> int of SciPy's OpenBLAS, or None if not found."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
-
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f
-                            if "scipy_openblas" in line and "scipy.libs" in line})
-    except (OSError, ImportError):
-        return None
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        try:
-            set_threads, get_threads = (lib.scipy_openblas_set_num_threads,
-                                        lib.scipy_openblas_get_num_threads)
-        except AttributeError:
-            continue
-        set_threads.argtypes, get_threads.restype = [ctypes.c_int], ctypes.c_int
-        return set_threads, get_threads
-    return None
+        blas_gemm(kind, flags[0], flags[1], hi - lo, m, k, one, b + lo * steps[1], lds[0], a,
+                  lds[1], zero, c + lo * itemsize, n, scratch)
 
 
 def _operand(x: np.ndarray) -> tuple[int, int] | None:
@@ -129,29 +119,17 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     if (a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
             or min(*a.shape[-2:], b.shape[-1]) < 2):
         return None
-    if _scipy_blas_threads() is None:
+    if bind() is None:
         return None
     lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a_rows = _as_rows(a) if math.prod(b.shape[:-2]) == 1 else None
-    with one_blas_thread():
+    with one_thread():
         if a_rows is not None:
             out = np.empty(lead + (a.shape[-2], b.shape[-1]), a.dtype)  # owns its memory:
             # the executor may write a later result into it
             ok = _one(a_rows, b.reshape(b.shape[-2:]), out.reshape(a_rows.shape[0], -1))
             return out if ok else None
         return _batch(a, b, lead)
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """SciPy's OpenBLAS on one thread while tgraph's threads call it (see above)."""
-    set_threads, get_threads = _scipy_blas_threads()
-    before = get_threads()
-    set_threads(1)
-    try:
-        yield
-    finally:
-        set_threads(before)
 
 
 def batch_offsets(lead: tuple, *arrays: np.ndarray) -> np.ndarray:
