@@ -15,6 +15,13 @@ with workers that slept after each part:
   shared one core for the next tens of milliseconds (a [1024, 256] by [256, 256] GEMM
   took 1.4 ms so, 0.76 ms on two cores). A spinning worker is busy, so the scheduler
   keeps it on a core of its own.
+
+A worker says its part is done from compiled code, after it has let go of the GIL: a
+caller that sees the flag then takes the GIL at once. Said from Python, under the GIL, the
+caller waited for the worker to drop it and for Linux to wake it: 60-100 µs a split on a
+2-core Xeon VM, now ~15 µs. The worker still waits that long for the GIL when it starts a
+part (the caller holds it until its own part enters compiled code): running parts without
+the GIL at all (compiled jobs called by address) is what would remove that.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ PARALLEL_MIN = 1 << 15
 #: seconds a worker (and a caller waiting for one) watches its flag before sleeping
 SPIN = 2e-3
 
-_POSTED, _DONE = 0, 8  # flag slots, a cache line apart
+_POSTED, _DONE, _WAITING = 0, 8, 16  # flag slots, a cache line apart
+_SAW_POST, _WAKE_CALLER = 1, 2  # what a worker's _finish saw
 
 
 def cores() -> int:
@@ -46,15 +54,43 @@ def cores() -> int:
     return max(1, int(env)) if env and env.isdigit() else len(os.sched_getaffinity(0))
 
 
+def _flag_pointer(context, builder, signature, args):
+    array = context.make_array(signature.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, signature.args[0], array, [args[1]])
+
+
 @intrinsic
-def _load_acquire(typingctx, flags, i):
-    """flags[i] read as an atomic load, so the loop below sees another thread's store."""
+def _load(typingctx, flags, i):
+    """flags[i] read as a sequentially consistent atomic load: the loops below see another
+    thread's store, and a store then a load on each side (_finish, _announce_wait) cannot
+    both miss the other's."""
     def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], array, [args[1]])
-        return builder.load_atomic(ptr, "acquire", 8)
+        return builder.load_atomic(_flag_pointer(context, builder, signature, args),
+                                   "seq_cst", 8)
 
     return types.int64(flags, i), codegen
+
+
+@intrinsic
+def _store(typingctx, flags, i, value):
+    """flags[i] = value, a sequentially consistent atomic store."""
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[2], _flag_pointer(context, builder, signature, args),
+                             "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return types.void(flags, i, types.int64), codegen
+
+
+@intrinsic
+def _swap_if(typingctx, flags, i, old, new):
+    """flags[i] = new if it holds old, atomically; whether it did."""
+    def codegen(context, builder, signature, args):
+        pair = builder.cmpxchg(_flag_pointer(context, builder, signature, args), args[2],
+                               args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(flags, i, types.int64, types.int64), codegen
 
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
@@ -82,13 +118,36 @@ def _watch(flags, i, old, rounds):
     Every 64th read yields the core: when Linux has put both threads on one core, the one
     being waited for then runs."""
     for r in range(rounds):
-        if _load_acquire(flags, i) != old:
+        if _load(flags, i) != old:
             return True
         if r % 64 == 63:
             _sched_yield()
         else:
             _pause()
     return False
+
+
+@njit(nogil=True, cache=True)
+def _finish(flags, seen, rounds):
+    """A worker's part is done: say so (outside the GIL, so the caller that sees it takes the
+    GIL at once), wake a caller that went to sleep waiting for it, else watch for the next
+    part. Returns _WAKE_CALLER, _SAW_POST or 0."""
+    _store(flags, _DONE, seen)
+    if _swap_if(flags, _WAITING, 1, 2):
+        return _WAKE_CALLER
+    return _SAW_POST if _watch(flags, _POSTED, seen, rounds) else 0
+
+
+@njit(nogil=True, cache=True)
+def _announce_wait(flags, posted):
+    """The caller gave up watching for part ``posted``: whether it must sleep until the
+    worker wakes it. Either the worker's _finish sees WAITING = 1 and will wake it, or the
+    caller sees DONE here (a store then a load on each side: one sees the other's)."""
+    _store(flags, _WAITING, 1)
+    if _load(flags, _DONE) != posted:
+        return True
+    # done already: take the request back, unless the worker took it first and will wake us
+    return not _swap_if(flags, _WAITING, 1, 0)
 
 
 @functools.cache
@@ -104,10 +163,10 @@ class _Worker:
     """One kernel thread: runs the part it is posted, then watches for the next."""
 
     def __init__(self, index: int):
-        self.flags = np.zeros(16, np.int64)
+        self.flags = np.zeros(24, np.int64)
         self.lock = threading.Lock()
         self.wake, self.finished = threading.Semaphore(0), threading.Semaphore(0)
-        self.asleep = self.waited_on = False
+        self.asleep = False
         self.part: tuple | None = None
         self.error: BaseException | None = None
         self.rounds = max(1, int(SPIN * _rounds_per_second()))
@@ -123,20 +182,19 @@ class _Worker:
 
     def join(self) -> None:
         """Wait for the part posted last; re-raise its error here."""
-        posted = self.flags[_POSTED]
+        posted = int(self.flags[_POSTED])
         if not _watch(self.flags, _DONE, posted - 1, self.rounds):
-            with self.lock:
-                self.waited_on = self.flags[_DONE] != posted
-            if self.waited_on:
+            if _announce_wait(self.flags, posted):
                 self.finished.acquire()
+            self.flags[_WAITING] = 0
         error, self.error = self.error, None
         if error is not None:
             raise error
 
     def _loop(self) -> None:
-        seen = 0
+        seen, state = 0, 0
         while True:
-            if not _watch(self.flags, _POSTED, seen, self.rounds):
+            if not state & _SAW_POST and not _watch(self.flags, _POSTED, seen, self.rounds):
                 with self.lock:  # the caller posts under this lock: no wake-up is lost
                     self.asleep = self.flags[_POSTED] == seen
                 if self.asleep:
@@ -147,11 +205,9 @@ class _Worker:
                 job(lo, hi)
             except BaseException as e:  # noqa: BLE001 (re-raised by the caller's join)
                 self.error = e
-            with self.lock:
-                self.flags[_DONE] = seen
-                if self.waited_on:
-                    self.waited_on = False
-                    self.finished.release()
+            state = _finish(self.flags, seen, self.rounds)
+            if state & _WAKE_CALLER:
+                self.finished.release()
 
 
 @functools.cache
