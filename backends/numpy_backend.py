@@ -57,26 +57,34 @@ class NumpyBackend:
         compile_ahead(self, nodes)
 
     def writes_into(self, node):
-        """``into(out, *arrays)`` computing the node into ``out`` (an input that dies at this
-        step, of the result's shape and dtype), for the ops that can; else None."""
+        """How the node's kernel writes its result into a given array (``memplan.Into``):
+        an input that dies at this step, or a buffer the memory plan chose; else None."""
+        from tgraph.memplan import Into
+
         if node.op in _UFUNCS:
             ufunc = _UFUNCS[node.op]
-            return lambda out, a, b: ufunc(a, b, out=out)
+            return Into(lambda out, a, b: ufunc(a, b, out=out), in_place=True)
         if node.op == "fused":
             from tgraph.codegen import FusedKernel
 
             kernel = FusedKernel(node)
-            return lambda out, *arrays: kernel(*arrays, into=out)
+            return Into(lambda out, *arrays: kernel(*arrays, into=out), in_place=True)
         if node.op == "scatter_add" and len(node.inputs) == 3:  # rows added onto the base
             shape = node.attrs["shape"]
-            return lambda out, upd, idx, base: self.kernels["scatter_add"](
-                np, upd, idx, base, shape=shape, into=out if out is base else None)
+            return Into(lambda out, upd, idx, base: self.kernels["scatter_add"](
+                np, upd, idx, base, shape=shape, into=out if out is base else None),
+                in_place=True, fresh=False)
+        if node.op in _OUT_KERNELS:
+            kernel, attrs = self.kernels[node.op], node.attrs
+            return Into(lambda out, *arrays: kernel(np, *arrays, out=out, **attrs))
         return None
 
 
 #: element-wise ops whose result can overwrite an input (NumPy ufuncs read each element
 #: before writing it)
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
+#: kernels (numpy_kernels.py) that take the planned buffer as ``out``
+_OUT_KERNELS = ("matmul", "softmax", "softmax_grad", "masked_softmax", "layernorm", "attention")
 
 
 @functools.cache

@@ -13,6 +13,10 @@ where its arrays allow and hands over to it otherwise, so results agree to round
   core's cache (tgraph/codegen/attention.py).
 - ``matmul``: BLAS GEMMs on the arrays as they lie, split over tgraph's kernel threads, one
   GEMM's rows or a batch's products (tgraph/codegen/gemm.py).
+
+Those with an ``out`` argument write into the executor's planned buffer when given one
+(tgraph/memplan.py) and return it; where they hand over to the registry's kernel, that
+returns a fresh array instead.
 """
 
 from __future__ import annotations
@@ -26,18 +30,29 @@ from tgraph.parallel import split
 def _rows(body: str, op: str):
     from tgraph.codegen.rows import row_kernel
 
-    def kernel(xp, *arrays, axis=-1):
+    def kernel(xp, *arrays, axis=-1, out=None):
         x = arrays[0]
         if (axis % x.ndim != x.ndim - 1 or x.dtype.kind != "f" or not x.size
                 or any(a.dtype != x.dtype or a.shape != x.shape for a in arrays)):
             return get_op(op).kernel(xp, *arrays, axis=axis)
         rows = [np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in arrays]
-        out = np.empty_like(rows[0])
+        dst = _rows_of(out, rows[0])
         fn = row_kernel(body, x.dtype)
-        split(lambda r0, r1: fn(r0, r1, *rows, out), len(out), x.size)
-        return out.reshape(x.shape)
+        split(lambda r0, r1: fn(r0, r1, *rows, dst), len(dst), x.size)
+        return _result(out, dst, x.shape)
 
     return kernel
+
+
+def _rows_of(out, rows: np.ndarray) -> np.ndarray:
+    """Where a row kernel writes: the executor's planned ``out`` (contiguous, of the
+    result's shape and dtype) seen as rows, else a new array."""
+    return np.empty_like(rows) if out is None else out.reshape(rows.shape)
+
+
+def _result(out, dst: np.ndarray, shape) -> np.ndarray:
+    """``out`` itself when given (the executor knows its buffer by identity)."""
+    return dst.reshape(shape) if out is None else out
 
 
 def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
@@ -53,30 +68,30 @@ def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
     return out.reshape(x.shape)
 
 
-def masked_softmax(xp, x, causal=False, window=0, scale=1.0):
+def masked_softmax(xp, x, causal=False, window=0, scale=1.0, out=None):
     from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
 
     if x.dtype.kind != "f" or not x.size:
         return get_op("masked_softmax").kernel(xp, x, causal=causal, window=window, scale=scale)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
-    out = np.empty_like(rows)
+    dst = _rows_of(out, rows)
     fn = row_kernel(MASKED_SOFTMAX, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window),
-                            float(scale)), len(out), x.size)
-    return out.reshape(x.shape)
+    split(lambda r0, r1: fn(r0, r1, rows, dst, x.shape[-2], bool(causal), int(window),
+                            float(scale)), len(dst), x.size)
+    return _result(out, dst, x.shape)
 
 
-def layernorm(xp, x, g, b, eps=1e-5):
+def layernorm(xp, x, g, b, eps=1e-5, out=None):
     from tgraph.codegen.rows import LAYERNORM, row_kernel
 
     if x.dtype.kind != "f" or not x.size or g.dtype != x.dtype or b.dtype != x.dtype:
         return get_op("layernorm").kernel(xp, x, g, b, eps=eps)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     g, b = np.ascontiguousarray(g), np.ascontiguousarray(b)
-    out = np.empty_like(rows)
+    dst = _rows_of(out, rows)
     fn = row_kernel(LAYERNORM, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, g, b, out, float(eps)), len(out), x.size)
-    return out.reshape(x.shape)
+    split(lambda r0, r1: fn(r0, r1, rows, g, b, dst, float(eps)), len(dst), x.size)
+    return _result(out, dst, x.shape)
 
 
 def layernorm_grad(xp, x, gamma, g, eps=1e-5):
@@ -127,20 +142,20 @@ def cross_entropy(xp, logits, targets):
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
-def attention(xp, q, k, v, causal=False, window=0, scale=1.0):
+def attention(xp, q, k, v, causal=False, window=0, scale=1.0, out=None):
     from tgraph.codegen.attention import attention as fused
 
-    out = fused(q, k, v, causal, window, scale)
-    if out is None:
+    res = fused(q, k, v, causal, window, scale, out)
+    if res is None:
         return get_op("attention").kernel(xp, q, k, v, causal=causal, window=window, scale=scale)
-    return out
+    return res
 
 
-def matmul(xp, a, b):
+def matmul(xp, a, b, out=None):
     from tgraph.codegen import gemm
 
-    out = gemm.matmul(a, b)
-    return get_op("matmul").kernel(xp, a, b) if out is None else out
+    res = gemm.matmul(a, b, out)
+    return get_op("matmul").kernel(xp, a, b) if res is None else res
 
 
 def _kernels() -> dict:

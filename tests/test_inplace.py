@@ -3,6 +3,8 @@ holds that array, and the numbers do not change."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import tgraph as tg
@@ -14,8 +16,8 @@ def spied(ex):
     used = []
     for st in ex.steps:
         if st.into:
-            st.into = (lambda out, *a, f=st.into, op=st.node.op:
-                       used.append(op) or f(out, *a))
+            st.into = dataclasses.replace(st.into, fn=lambda out, *a, f=st.into.fn,
+                                          op=st.node.op: used.append(op) or f(out, *a))
     return used
 
 

@@ -24,7 +24,8 @@ class BenchResult:
     compile_s: float  # passes, executor set-up, and kernel compilation in the first runs
     peak_mb: float | None  # measured: the most bytes NumPy arrays held during one step (or
     # forward); None where the arrays live in another runtime (ONNX Runtime, XLA)
-    planned_mb: float | None  # the schedule's peak of intermediates (tgraph's executor)
+    planned_mb: float | None  # the memory plan's peak of intermediates: its arena and what
+    # the kernels outside it allocate at most (tgraph's executor)
     backend: str
     level: int
     nodes: int  # of the graph timed last (forward+backward when there is a step)
@@ -39,7 +40,7 @@ def bench(graph: Graph, dims: dict | None = None, backend: str = "numpy", level:
     """Time ``graph`` compiled at ``level``; its step too when it has a scalar ``loss``.
 
     ``progress(label)`` is called before each phase (the CLI shows it as a status line)."""
-    from tgraph.execute import Executable, default_dims, live_bytes_peak
+    from tgraph.execute import Executable, default_dims
     from tgraph.feeds import random_feeds
     from tgraph.params import init_params
     from tgraph.passes import optimize, training_graph
@@ -71,7 +72,7 @@ def bench(graph: Graph, dims: dict | None = None, backend: str = "numpy", level:
     return BenchResult(
         forward_ms=fwd_ms, step_ms=step_ms, compile_s=compile_s,
         peak_mb=_peak_bytes(timed, feeds, params, env) / 2**20 if ours else None,
-        planned_mb=live_bytes_peak(timed, env) / 2**20 if ours else None,
+        planned_mb=timed.memory_plan(env).planned_peak / 2**20 if ours else None,
         backend=timed.backend.name if ours else {"ort": "onnxruntime"}.get(backend, backend),
         level=level, nodes=len(timed.graph.nodes), dims=env)
 
@@ -100,6 +101,7 @@ def _median_ms(ex, feeds, params, env, repeats: int) -> tuple[float, float]:
 def _peak_bytes(ex, feeds, params, env) -> int:
     """Bytes of arrays allocated and alive at the worst moment of one run (NumPy reports
     its buffers to tracemalloc; on a GPU, the memory pool's high-water mark is not seen)."""
+    getattr(ex, "release_memory", lambda: None)()  # the arena is allocated in the run
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()

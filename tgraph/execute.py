@@ -2,10 +2,16 @@
 
 A schedule is a list of steps (kernel, input slots, output slots, slots to free after the
 step). Slots hold arrays in a flat list; an intermediate's slot is cleared right after its
-last use, so a forward pass holds only what is still needed. Where the backend can write an
-op's result into an input that dies at that step (same shape and dtype), it does, when at
-run time nothing else holds that array: no allocation, no page faults on a fresh buffer. Symbolic dims (``B``, ``T``)
+last use, so a forward pass holds only what is still needed. Symbolic dims (``B``, ``T``)
 are bound from the feeds on each run; attrs that carry shapes are bound then too.
+
+Memory: for each set of dims, a memory plan (tgraph/memplan.py) gives every result the
+backend can write into a given array a range of one arena, from the schedule's lifetimes,
+in place over a dying input where that is safe; those kernels then write there (``out=``).
+The arena is allocated on the first run and reused by the next (one per concurrent run).
+Results outside the plan are allocated by their kernels, and one of them can still take an
+input that dies at its step (same shape and dtype) when at run time nothing else holds that
+array. A run with ``observe`` uses no arena: an observer may keep what it is shown.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import functools
 import math
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +28,7 @@ import numpy as np
 from tgraph.errors import FeedError, ShapeError
 from tgraph.io import check_weights
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
+from tgraph.memplan import Into, MemoryPlan, StepInfo, plan_memory
 from tgraph.sanitize import clip
 from tgraph.shapes import eval_shape, fmt_shape
 
@@ -36,20 +43,51 @@ class Step:
     outs: tuple[int, ...]
     free: tuple[int, ...]
     symbolic: bool  # has shape attrs with symbols, bound per run
-    reuse: tuple[int, ...] = ()  # input positions whose array may take the result
-    into: Callable | None = None  # the kernel writing into a given array: into(out, *ins)
+    reuse: tuple[int, ...] = ()  # dying input positions of the result's shape and dtype
+    into: Into | None = None  # the kernel writing into a given array
+
+
+@dataclass
+class _Binding:
+    """What runs with one set of dims share: bound kernels, the memory plan, and idle
+    arenas (each a list of per-step views, None where the kernel allocates)."""
+
+    kernels: list[Callable]
+    plan: MemoryPlan
+    outputs: list[tuple[tuple[int, ...], str] | None]  # each planned step's shape, dtype
+    idle: list[list] = field(default_factory=list)
+
+    def take_views(self) -> list | None:
+        if not self.plan.offsets:
+            return None
+        if self.idle:
+            return self.idle.pop()
+        arena = np.empty(self.plan.arena_bytes, np.uint8)
+        made: dict[tuple, np.ndarray] = {}  # one object per range and type: an in-place
+        # step's out is then its input itself (kernels check by identity)
+        views: list = [None] * len(self.outputs)
+        for i, off in self.plan.offsets.items():
+            shape, dtype = self.outputs[i]
+            key = (off, shape, dtype)
+            if key not in made:
+                size = math.prod(shape) * np.dtype(dtype).itemsize
+                made[key] = arena[off:off + size].view(dtype).reshape(shape)
+            views[i] = made[key]
+        return views
 
 
 class Executable:
     """A graph compiled for one backend. Call ``run(feeds, params)``."""
 
-    def __init__(self, graph: Graph, backend: Any = "numpy", check: bool = False):
+    def __init__(self, graph: Graph, backend: Any = "numpy", check: bool = False,
+                 plan_memory: bool = True):
         from tgraph.backends import get_backend
         from tgraph.ops.registry import get_op
 
         self.graph = graph.validate()
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.check = check
+        self.plan_memory = plan_memory
         slot: dict = {}
         for v in graph.values():
             slot[v] = len(slot)
@@ -79,29 +117,31 @@ class Executable:
             compiled = None if symbolic else prepare(n)
             ins = tuple(slot[v] for v in n.inputs)
             dying = set(free_at.get(i, ()))
+            into = None if symbolic or len(n.outputs) != 1 else writes_into(n)
             reuse = tuple(k for k, v in enumerate(n.inputs)
-                          if ins[k] in dying and ins.count(ins[k]) == 1 and len(n.outputs) == 1
-                          and v.shape == n.output.shape and v.dtype == n.output.dtype)
-            into = writes_into(n) if reuse and not symbolic else None
+                          if ins[k] in dying and ins.count(ins[k]) == 1 and into is not None
+                          and into.in_place and v.shape == n.output.shape
+                          and v.dtype == n.output.dtype)
             self.steps.append(Step(
                 n, compiled or (kernel if symbolic else
                                 functools.partial(kernel, self.backend.xp, **n.attrs)),
                 ins, tuple(slot[v] for v in n.outputs), tuple(sorted(dying)), symbolic,
-                reuse if into else (), into))
-        self._bound: dict[tuple, list[Callable]] = {}
+                reuse, into))
+        self._bound: dict[tuple, _Binding] = {}
         self._consts = {slot[c]: self.backend.asarray(c.data) for c in graph.consts}
 
     # ----- binding -----------------------------------------------------------
     def bind_dims(self, arrays: Mapping[str, Any], dims: Mapping[str, int] | None = None):
         return bind_dims(self.graph, arrays, dims)
 
-    def _kernels_for(self, env: dict) -> list[Callable]:
+    def _binding(self, env: dict) -> _Binding:
         key = tuple(sorted(env.items()))
         if key not in self._bound:
             from tgraph.budget import check_bytes
             from tgraph.ops.registry import get_op
 
-            check_bytes(live_bytes_peak(self, env), f"running {clip(self.graph.name)} with "
+            plan = self.memory_plan(env)
+            check_bytes(plan.planned_peak, f"running {clip(self.graph.name)} with "
                         f"{_fmt_env(env)}")
             xp = self.backend.xp
             fns = []
@@ -113,8 +153,27 @@ class Executable:
                 for k in get_op(st.node.op).shape_attrs:
                     attrs[k] = list(eval_shape(attrs[k], env))
                 fns.append(functools.partial(st.kernel, xp, **attrs))
-            self._bound[key] = fns
+            outputs = [(eval_shape(st.node.output.shape, env), st.node.output.dtype)
+                       if i in plan.offsets else None for i, st in enumerate(self.steps)]
+            self._bound[key] = _Binding(fns, plan, outputs)
         return self._bound[key]
+
+    def memory_plan(self, env: Mapping[str, int]) -> MemoryPlan:
+        """Where each planned result lives in the arena for these dims, and the peaks
+        (``plan_memory=False``: no arena, every result allocated by its kernel)."""
+        sizes = {s: math.prod(eval_shape(v.shape, env)) * np.dtype(v.dtype).itemsize
+                 for v, s in self.slot.items() if v.kind not in (INPUT, PARAM, CONST)}
+        infos = [StepInfo(st.ins, st.outs, st.free,
+                          sizes[st.outs[0]] if len(st.outs) == 1 else 0,
+                          st.into if self.plan_memory else None) for st in self.steps]
+        same_layout = {(i, k): True for i, st in enumerate(self.steps) for k in st.reuse}
+        keep = {self.slot[v] for v in self.graph.outputs.values()}
+        return plan_memory(infos, sizes, keep, same_layout)
+
+    def release_memory(self) -> None:
+        """Drop the idle arenas (the next run allocates one again)."""
+        for bound in self._bound.values():
+            bound.idle.clear()
 
     # ----- running -----------------------------------------------------------
     def run(self, feeds: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
@@ -137,6 +196,7 @@ class Executable:
             params[v.name] = conform(params[v.name], v, "parameter")
         env = self.bind_dims(feeds, dims)
         check_int_ranges(g, feeds)
+        bound = self._binding(env)
         buf: list[Any] = [None] * self.n_slots
         for v in g.inputs:
             buf[self.slot[v]] = be.asarray(feeds[v.name])
@@ -145,9 +205,10 @@ class Executable:
         for s, a in self._consts.items():
             buf[s] = a
         st = None
+        views = bound.take_views() if observe is None else None
         try:
-            for st, fn in zip(self.steps, self._kernels_for(env)):
-                _step(st, fn, buf)
+            for i, (st, fn) in enumerate(zip(self.steps, bound.kernels)):
+                _step(st, fn, buf, views[i] if views else None)
                 if self.check:
                     self._check(st, buf, env)
                 if observe is not None:
@@ -160,6 +221,9 @@ class Executable:
             ins = ", ".join(f"{buf[i].dtype}[{fmt_shape(buf[i].shape)}]" for i in st.ins)
             raise FeedError(f"{st.node.where()} failed on inputs {ins} ({_fmt_env(env)}): "
                             f"{type(e).__name__}: {e}") from None
+        finally:
+            if views is not None:
+                bound.idle.append(views)
         return {k: buf[self.slot[v]] for k, v in g.outputs.items()}
 
     def _check(self, st: Step, buf, env) -> None:
@@ -174,12 +238,16 @@ class Executable:
         return graph_flops(self.graph, env)
 
 
-def _step(st: Step, fn: Callable, buf: list) -> None:
-    """Run one step, its result into a dying input's array when nothing else holds that
-    array (a function of its own, so no local outlives the step and counts as a holder)."""
+def _step(st: Step, fn: Callable, buf: list, out) -> None:
+    """Run one step: into its planned buffer ``out``, else into a dying input's array when
+    nothing else holds that array (a function of its own, so no local outlives the step and
+    counts as a holder), else into what its kernel allocates."""
     args = [buf[i] for i in st.ins]
-    target = next((args[k] for k in st.reuse if _unshared(args[k])), None)
-    res = fn(*args) if target is None else st.into(target, *args)
+    if out is not None:
+        res = st.into.fn(out, *args)
+    else:
+        target = next((args[k] for k in st.reuse if _unshared(args[k])), None)
+        res = fn(*args) if target is None else st.into.fn(target, *args)
     if len(st.outs) == 1:
         buf[st.outs[0]] = res
     else:

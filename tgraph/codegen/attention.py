@@ -67,8 +67,8 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window: int,
-              scale: float) -> np.ndarray | None:
-    """The op's result, or None where this path does not apply (the caller then runs the
+              scale: float, out: np.ndarray | None = None) -> np.ndarray | None:
+    """The op's result (into ``out``, C-contiguous, when given), or None where this path does not apply (the caller then runs the
     reference): float32 only, each matrix's rows contiguous."""
     if (any(x.dtype != np.float32 or x.strides[-1] != 4 or x.strides[-2] < 4 * x.shape[-1]
             or x.ndim < 2 for x in (q, k, v)) or bind() is None
@@ -77,7 +77,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window:
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
     count = math.prod(lead)
-    out = np.empty((*lead, t, e), np.float32)
+    out = np.empty((*lead, t, e), np.float32) if out is None else out
     offsets = batch_offsets(lead, q, k, v)
     lds = np.array([x.strides[-2] // 4 for x in (q, k, v)], np.int64)
     fn = row_kernel(_BODY, np.float32)

@@ -114,8 +114,9 @@ def _as_rows(a: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """a @ b, or None where this path does not apply (the caller then runs NumPy's)."""
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
+    """a @ b (into ``out``, C-contiguous, when given), or None where this path does not
+    apply (the caller then runs NumPy's)."""
     if (a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64)
             or min(*a.shape[-2:], b.shape[-1]) < 2):
         return None
@@ -125,11 +126,11 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     a_rows = _as_rows(a) if math.prod(b.shape[:-2]) == 1 else None
     with one_thread():
         if a_rows is not None:
-            out = np.empty(lead + (a.shape[-2], b.shape[-1]), a.dtype)  # owns its memory:
-            # the executor may write a later result into it
+            if out is None:  # owns its memory: the executor may write a later result into it
+                out = np.empty(lead + (a.shape[-2], b.shape[-1]), a.dtype)
             ok = _one(a_rows, b.reshape(b.shape[-2:]), out.reshape(a_rows.shape[0], -1))
             return out if ok else None
-        return _batch(a, b, lead)
+        return _batch(a, b, lead, out)
 
 
 def batch_offsets(lead: tuple, *arrays: np.ndarray) -> np.ndarray:
@@ -166,14 +167,15 @@ def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-def _batch(a: np.ndarray, b: np.ndarray, lead: tuple) -> np.ndarray | None:
+def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
+           ) -> np.ndarray | None:
     count = math.prod(lead)
     a, b = np.broadcast_to(a, lead + a.shape[-2:]), np.broadcast_to(b, lead + b.shape[-2:])
     read_a, read_b = _operand(a), _operand(b)
     if read_a is None or read_b is None or count < 1:
         return None
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    out = np.empty(lead + (m, n), a.dtype)
+    out = np.empty(lead + (m, n), a.dtype) if out is None else out
     if count < cores() and m * n * k >= SPLIT_MIN:  # too few products to share: split each
         for i in np.ndindex(lead):
             _one(a[i], b[i], out[i])

@@ -306,18 +306,22 @@ class FusedKernel:
         return self.kernels[kinds]
 
     def __call__(self, *arrays, into=None):
-        """The outputs; with ``into`` (one of ``arrays``, of the output's shape and dtype,
-        that nothing reads after this call) the single full output is written there: each
-        element is read before it is written, in the same iteration."""
+        """The outputs; with ``into`` (a C-contiguous array of the single full output's
+        shape and dtype) the output is written there. ``into`` may be one of ``arrays``
+        that nothing reads after this call: each element is read before it is written, in
+        the same iteration."""
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         kinds = [input_kind(a, shape) for a in arrays]
+        single = len(self.dtypes) == 1 and not self.reduced[0]
         written = next((k for k, a in enumerate(arrays) if a is into and kinds[k] == FULL
-                        and not self.reduced[0]), None)
-        if written is None:
+                        and single), None)
+        if written is not None:
+            outs, kinds[written] = [into], WRITTEN
+        elif into is not None and single and into.shape == shape:
+            outs = [into]
+        else:
             outs = [np.empty(shape[:-1] + (1,) if red else shape, dt)
                     for dt, red in zip(self.dtypes, self.reduced)]
-        else:
-            outs, kinds[written] = [into], WRITTEN
         if not math.prod(shape):
             return outs[0] if len(outs) == 1 else tuple(outs)
         loop = (1,) * (self.ndim - len(shape)) + shape
