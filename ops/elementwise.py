@@ -67,6 +67,7 @@ BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((3, 
 
 
 class Binary(OpDef):
+    fresh_result = True
     symbol = "?"
     attr_kinds: dict = {}
 
@@ -143,6 +144,8 @@ COMPARISONS = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_e
 class Compare(OpDef):
     """a <cmp> b elementwise as bool (cmp one of > >= < <= == !=); zero gradient."""
 
+    fresh_result = True
+
     name = "compare"
     attr_kinds = {"cmp": tuple(COMPARISONS)}
     signature = 'compare(a, b, cmp=">") -> bool broadcast(a, b)'
@@ -171,6 +174,7 @@ class Compare(OpDef):
 
 # ----- unary ops --------------------------------------------------------------------------
 class Unary(OpDef):
+    fresh_result = True
     float_only = True
     attr_kinds: dict = {}
 
@@ -243,6 +247,8 @@ GELU_TANH_C = math.sqrt(2 / math.pi)
 class Gelu(OpDef):
     """GELU: exact x·Φ(x) (approximate="none") or the tanh form (approximate="tanh")."""
 
+    fresh_result = True
+
     name = "gelu"
     attr_kinds = {"approximate": ("none", "tanh")}
     signature = 'gelu(x, approximate="none"|"tanh") -> like x'
@@ -299,6 +305,8 @@ def gelu_tanh_inner(x):
 @register_op
 class Where(OpDef):
     """cond ? a : b with broadcasting; cond is bool."""
+
+    fresh_result = True
 
     name = "where"
     attr_kinds: dict = {}

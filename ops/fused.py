@@ -82,6 +82,8 @@ def body_types(types, body) -> list[TensorType]:
 class Fused(OpDef):
     """Elementwise ops fused into one loop (made by -O2); its body is the unfused chain."""
 
+    fresh_result = True
+
     name = "fused"
     signature = "fused(*inputs, body, outputs) -> outputs of the body"
 

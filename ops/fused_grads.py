@@ -21,6 +21,8 @@ _A = 0.044715  # the tanh form's cubic coefficient
 class GeluGrad(OpDef):
     """g · d gelu(x)/dx: the gradient of GELU (exact or tanh form) in one pass."""
 
+    fresh_result = True
+
     name = "gelu_grad"
     attr_kinds = {"approximate": ("none", "tanh")}
     signature = 'gelu_grad(x, g, approximate="none"|"tanh") -> like x'
@@ -99,6 +101,8 @@ class GeluGrad(OpDef):
 class SoftmaxGrad(OpDef):
     """y · (g − Σ g·y) along the axis: the gradient of softmax from its output y."""
 
+    fresh_result = True
+
     name = "softmax_grad"
     attr_kinds = {"axis": "int"}
     signature = "softmax_grad(y, g, axis=-1) -> like y"
@@ -155,6 +159,8 @@ class LayernormGrad(OpDef):
     """LayerNorm's gradient from its input: (dx, g·x̂) in one pass over each row, where the
     closed form is ~15 elementwise ops and 5 row means; dγ and dβ are the sums of g·x̂ and
     g over the leading axes."""
+
+    fresh_result = True
 
     name = "layernorm_grad"
     attr_kinds = {"eps": "eps"}

@@ -95,6 +95,8 @@ class Transpose(Movement):
 class Concat(Movement):
     """Join inputs along an axis."""
 
+    fresh_result = True
+
     name = "concat"
     attr_kinds = {"axis": "int"}
     signature = "concat(*xs, axis) -> joined"
@@ -280,6 +282,8 @@ class BroadcastTo(Movement):
 class Gather(Movement):
     """Rows of a table picked by integer indices: the embedding lookup."""
 
+    fresh_result = True
+
     name = "gather"
     signature = "gather(table[V, D], idx: int[...]) -> [..., D]"
 
@@ -319,6 +323,8 @@ class ScatterAdd(Movement):
     """Zeros of `shape` (or `base`, when given) with each row of updates added at its index:
     gather's gradient. -O2 passes the dense gradient a tied embedding also gets as `base`
     (tgraph/passes/scatter.py), so only the looked-up rows are touched."""
+
+    fresh_result = True
 
     name = "scatter_add"
     attr_kinds = {"shape": "shape"}
@@ -367,6 +373,8 @@ class ScatterAdd(Movement):
 class OneHot(Movement):
     """Integer indices to one-hot vectors of length depth."""
 
+    fresh_result = True
+
     name = "one_hot"
     attr_kinds = {"depth": "pos", "dtype": "dtype"}
     signature = 'one_hot(idx: int[...], depth, dtype="float32") -> [..., depth]'
@@ -394,6 +402,8 @@ class OneHot(Movement):
 class Positions(Movement):
     """0, 1, …, n−1 where n is x's size along an axis: positions computed from a shape,
     so no max_len table or T×T constant has to be shared across layers."""
+
+    fresh_result = True
 
     name = "positions"
     attr_kinds = {"axis": "int", "dtype": "dtype"}

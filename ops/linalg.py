@@ -16,6 +16,8 @@ from tgraph.types import TensorType
 class Matmul(OpDef):
     """a @ b over the last two axes; leading axes broadcast."""
 
+    fresh_result = True
+
     name = "matmul"
     attr_kinds: dict = {}
     signature = "matmul(a[..., M, K], b[..., K, N]) -> [..., M, N]"

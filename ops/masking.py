@@ -33,6 +33,8 @@ class Mask(OpDef):
     input (True = look, broadcast to the scores: padding masks), by `causal` (no looking
     ahead) and by `window` r > 0 (only keys within r positions)."""
 
+    fresh_result = True
+
     name = "mask"
     attr_kinds = {"causal": "bool", "window": "nat", "fill": "fill"}
     signature = 'mask(scores[..., T, S], keep: bool?=None, causal=False, window=0, fill="-inf")'
@@ -94,6 +96,8 @@ class MaskedSoftmax(OpDef):
     row, with no scaled or masked scores written in between; a row that keeps no key gives
     zeros."""
 
+    fresh_result = True
+
     name = "masked_softmax"
     attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps"}
     signature = "masked_softmax(scores[..., T, S], causal=False, window=0, scale=1.0) -> like scores"
@@ -142,6 +146,8 @@ class Attention(OpDef):
     (tgraph/passes/attention.py), where nothing else reads the scores or the weights. The
     NumPy backend computes it one (batch, head) at a time, the [T, S] weights staying in
     the core's cache (tgraph/codegen/attention.py); this kernel is the reference."""
+
+    fresh_result = True
 
     name = "attention"
     attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps"}

@@ -29,6 +29,7 @@ def reduced_shape(shape, axes, keepdims: bool) -> tuple:
 
 
 class Reduction(OpDef):
+    fresh_result = True
     attr_kinds = {"axes": "axes?", "keepdims": "bool"}
 
     @property
@@ -108,6 +109,8 @@ class Numel(OpDef):
     """Element count of x over axes (all by default) as a scalar, read from x's shape at run
     time: the divisor of a mean's gradient when dims are symbolic such as B·T."""
 
+    fresh_result = True
+
     name = "numel"
     attr_kinds = {"axes": "axes?", "dtype": "dtype"}
     shape_only = True
@@ -134,6 +137,8 @@ class Numel(OpDef):
 @register_op
 class Softmax(OpDef):
     """exp(x − max) / Σ exp along one axis; a fully masked (all −inf) row gives zeros, not NaN."""
+
+    fresh_result = True
 
     name = "softmax"
     attr_kinds = {"axis": "int"}
@@ -176,6 +181,8 @@ class Softmax(OpDef):
 @register_op
 class Layernorm(OpDef):
     """(x − mean) / √(var + eps) · gamma + beta over the last axis, as one primitive."""
+
+    fresh_result = True
 
     name = "layernorm"
     attr_kinds = {"eps": "eps"}
@@ -222,6 +229,8 @@ class Layernorm(OpDef):
 @register_op
 class CrossEntropy(OpDef):
     """Mean over positions of −log softmax(logits)[target]."""
+
+    fresh_result = True
 
     name = "cross_entropy"
     attr_kinds: dict = {}

@@ -56,6 +56,10 @@ class OpDef:
     #: reads only its inputs' shapes, never their values (positions, numel): diagrams draw
     #: such an input as a dotted "shape of" edge, not a data edge.
     shape_only: bool = False
+    #: the kernel's result is always a new array, never a view of an input: the memory plan
+    #: (tgraph/memplan.py) then ends an input's buffer at its last reader. The safe default,
+    #: False, keeps the buffer for as long as the result lives.
+    fresh_result: bool = False
 
     def infer(self, types: Sequence[TensorType], **attrs) -> TensorType | Sequence[TensorType]:
         raise NotImplementedError

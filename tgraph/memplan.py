@@ -8,8 +8,9 @@ arena planner:
 
 - A *group* is the memory one planned step writes. Its lifetime runs from that step to the
   last step that reads it or anything that may be a view of it: an op the plan does not
-  write for (a reshape, a transpose, a plugin's kernel) is taken to return a view of its
-  inputs, so a group outlives every value computed from it that way.
+  write for is taken to return a view of its inputs (a reshape, a transpose, a plugin's
+  kernel), unless its OpDef says ``fresh_result``, so a group outlives every value computed
+  from it that way.
 - In place where safe: an element-wise step (a fused loop, an add) whose input is the last
   use of a group of the same size writes over it, and joins that group.
 - A group that an output of the graph may view is not planned: outputs must outlive the
@@ -64,6 +65,7 @@ class StepInfo:
     free: tuple[int, ...]  # slots dead after this step
     nbytes: int  # of the single output; 0 when the step has several or none
     into: Into | None  # None: the kernel allocates its own result
+    views: bool = True  # its result may be a view of an input (OpDef.fresh_result False)
 
 
 def plan_memory(steps: Sequence[StepInfo], sizes: Mapping[int, int], keep: set[int],
@@ -76,7 +78,8 @@ def plan_memory(steps: Sequence[StepInfo], sizes: Mapping[int, int], keep: set[i
     holders: dict[int, frozenset] = {}  # any slot -> the groups it may view
     members: dict[int, set[int]] = {}  # group -> slots that hold it
     for i, st in enumerate(steps):
-        held = frozenset().union(*(holders.get(s, frozenset()) for s in st.ins))
+        held = (frozenset().union(*(holders.get(s, frozenset()) for s in st.ins))
+                if st.views else frozenset())
         if st.into is None or not st.nbytes or len(st.outs) != 1:
             for s in st.outs:  # may be a view of any input
                 holders[s] = held
