@@ -160,7 +160,7 @@ def test_ranges_alive_together_never_overlap():
         ins = (i - 1,) if i else ()
         free = tuple(s for s in range(n) if last_use[s] == i and s != i)
         steps.append(StepInfo(ins, (i,), free, sizes[i], in_place if i in joined else into))
-    plan = plan_memory(steps, sizes, keep=set(), same_layout={(i, 0): True for i in joined})
+    plan = plan_memory(steps, sizes, keep=set(), same_layout={(i, 0) for i in joined})
     assert len(plan.offsets) == n
     assert all(plan.offsets[i] == plan.offsets[i - 1] for i in joined)
     for a in range(n):

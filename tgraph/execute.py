@@ -161,15 +161,15 @@ class Executable:
     def memory_plan(self, env: Mapping[str, int]) -> MemoryPlan:
         """Where each planned result lives in the arena for these dims, and the peaks
         (``plan_memory=False``: no arena, every result allocated by its kernel)."""
-        sizes = {s: math.prod(eval_shape(v.shape, env)) * np.dtype(v.dtype).itemsize
-                 for v, s in self.slot.items() if v.kind not in (INPUT, PARAM, CONST)}
         from tgraph.ops.registry import get_op
 
+        sizes = {s: math.prod(eval_shape(v.shape, env)) * np.dtype(v.dtype).itemsize
+                 for v, s in self.slot.items() if v.kind not in (INPUT, PARAM, CONST)}
         infos = [StepInfo(st.ins, st.outs, st.free,
                           sizes[st.outs[0]] if len(st.outs) == 1 else 0,
                           st.into if self.plan_memory else None,
                           not get_op(st.node.op).fresh_result) for st in self.steps]
-        same_layout = {(i, k): True for i, st in enumerate(self.steps) for k in st.reuse}
+        same_layout = {(i, k) for i, st in enumerate(self.steps) for k in st.reuse}
         keep = {self.slot[v] for v in self.graph.outputs.values()}
         return plan_memory(infos, sizes, keep, same_layout)
 

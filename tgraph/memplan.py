@@ -69,10 +69,10 @@ class StepInfo:
 
 
 def plan_memory(steps: Sequence[StepInfo], sizes: Mapping[int, int], keep: set[int],
-                same_layout: Mapping[tuple[int, int], bool]) -> MemoryPlan:
+                same_layout: set[tuple[int, int]]) -> MemoryPlan:
     """``sizes``: bytes of every intermediate slot; ``keep``: the graph's output slots;
-    ``same_layout[(step, input position)]``: that input is a contiguous array of the
-    output's shape and dtype (an in-place write reads each element before writing it)."""
+    ``same_layout``: the (step, input position) pairs whose input is a contiguous array of
+    the output's shape and dtype (an in-place write reads each element before writing it)."""
     death = {s: i for i, st in enumerate(steps) for s in st.free}
     group_of: dict[int, int] = {}  # planned slot -> its group (the step that created it)
     holders: dict[int, frozenset] = {}  # any slot -> the groups it may view
@@ -80,19 +80,16 @@ def plan_memory(steps: Sequence[StepInfo], sizes: Mapping[int, int], keep: set[i
     for i, st in enumerate(steps):
         held = (frozenset().union(*(holders.get(s, frozenset()) for s in st.ins))
                 if st.views else frozenset())
-        if st.into is None or not st.nbytes or len(st.outs) != 1:
-            for s in st.outs:  # may be a view of any input
+        plannable = st.into is not None and st.nbytes and len(st.outs) == 1
+        g = (_in_place_group(i, st, group_of, members, death, sizes, same_layout)
+             if plannable else None)
+        if g is None and not (plannable and st.into.fresh):
+            for s in st.outs:  # the kernel's own result: it may be a view of any input
                 holders[s] = held
-                for g in held:
-                    members[g].add(s)
+                for h in held:
+                    members[h].add(s)
             continue
         out = st.outs[0]
-        g = _in_place_group(i, st, group_of, members, death, sizes, same_layout)
-        if g is None and not st.into.fresh:
-            holders[out] = held  # not plannable here: a result of its own
-            for h in held:
-                members[h].add(out)
-            continue
         if g is None:
             g = i
             members[g] = set()
@@ -116,10 +113,9 @@ def plan_memory(steps: Sequence[StepInfo], sizes: Mapping[int, int], keep: set[i
                 where[g] = arena.take(size[g])
             plan.offsets[i] = where[g]
         else:
-            live += sum(sizes.get(s, 0) for s in st.outs if s in sizes)
+            live += sum(sizes.get(s, 0) for s in st.outs)
             heap = max(heap, live)
-        live -= sum(sizes.get(s, 0) for s in st.free
-                    if s in sizes and group_of.get(s) not in planned)
+        live -= sum(sizes.get(s, 0) for s in st.free if group_of.get(s) not in planned)
         for g in ending.get(i, ()):
             arena.give(where[g], size[g])
     plan.arena_bytes, plan.heap_peak = arena.top, heap
@@ -133,7 +129,7 @@ def _in_place_group(i, st, group_of, members, death, sizes, same_layout) -> int 
         return None
     for k, s in enumerate(st.ins):
         g = group_of.get(s)
-        if (g is not None and st.ins.count(s) == 1 and same_layout.get((i, k))
+        if (g is not None and st.ins.count(s) == 1 and (i, k) in same_layout
                 and sizes[s] == st.nbytes
                 and all(death.get(m, -1) == i for m in members[g])):
             return g

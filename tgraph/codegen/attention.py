@@ -68,8 +68,9 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window: int,
               scale: float, out: np.ndarray | None = None) -> np.ndarray | None:
-    """The op's result (into ``out``, C-contiguous, when given), or None where this path does not apply (the caller then runs the
-    reference): float32 only, each matrix's rows contiguous."""
+    """The op's result (into ``out``, C-contiguous, when given), or None where this path
+    does not apply (the caller then runs the reference): float32 only, each matrix's rows
+    contiguous."""
     if (any(x.dtype != np.float32 or x.strides[-1] != 4 or x.strides[-2] < 4 * x.shape[-1]
             or x.ndim < 2 for x in (q, k, v)) or bind() is None
             or not q.size or not k.shape[-2]):
