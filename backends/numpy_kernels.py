@@ -10,7 +10,8 @@ where its arrays allow and hands over to it otherwise, so results agree to round
   ``np.add.at`` takes ~1.5 ms for 1,024 rows of 256; onto its base in place when the
   executor hands over a dying one.
 - ``attention``: masked_softmax(q·kᵀ)·v one (batch, head) at a time, the weights in the
-  core's cache (tgraph/codegen/attention.py).
+  core's cache (tgraph/codegen/attention.py); ``attention_grad`` likewise, the weights
+  recomputed a head at a time.
 - ``matmul``: BLAS GEMMs on the arrays as they lie, split over tgraph's kernel threads, one
   GEMM's rows or a batch's products (tgraph/codegen/gemm.py).
 
@@ -151,6 +152,16 @@ def attention(xp, q, k, v, causal=False, window=0, scale=1.0, out=None):
     return res
 
 
+def attention_grad(xp, q, k, v, g, causal=False, window=0, scale=1.0):
+    from tgraph.codegen.attention import attention_grad as fused
+
+    res = fused(q, k, v, g, causal, window, scale)
+    if res is None:
+        return get_op("attention_grad").kernel(xp, q, k, v, g, causal=causal, window=window,
+                                               scale=scale)
+    return res
+
+
 def matmul(xp, a, b, out=None):
     from tgraph.codegen import gemm
 
@@ -163,7 +174,8 @@ def _kernels() -> dict:
 
     return {"softmax": _rows(SOFTMAX, "softmax"),
             "softmax_grad": _rows(SOFTMAX_GRAD, "softmax_grad"), "mask": mask,
-            "masked_softmax": masked_softmax, "attention": attention, "layernorm": layernorm,
+            "masked_softmax": masked_softmax, "attention": attention,
+            "attention_grad": attention_grad, "layernorm": layernorm,
             "layernorm_grad": layernorm_grad,
             "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add}
 

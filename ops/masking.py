@@ -190,18 +190,10 @@ class Attention(OpDef):
         return 2 * pairs * (q[-1] + v[-1]) + 7 * pairs
 
     def vjp(self, node, grads):
-        """The three ops it stands for, re-emitted (the weights recomputed: the op exists
-        where nothing kept them) and differentiated."""
-        from tgraph.autodiff import vjp_of_expansion
-        from tgraph.ops.linalg import swap_last
-
+        """One attention_grad op: the weights recomputed from q and k, as the forward never
+        kept them."""
         attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
-
-        def expand(q, k, v):
-            weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), **attrs)
-            return [tb.matmul(weights, v)]
-
-        return vjp_of_expansion(node, grads, expand)
+        return list(tb.apply("attention_grad", *node.inputs, grads[0], **attrs))
 
     def examples(self, rng):
         def qkv(lead, t, s, d, e):
@@ -215,3 +207,84 @@ class Attention(OpDef):
     def label(self, causal=False, window=0, scale=1.0):
         kinds = Mask.label(self, causal, window)[6:-1]
         return f"Attention ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"
+
+
+def attention_grad_closed_form(q, k, v, g, causal=False, window=0, scale=1.0):
+    """(dq, dk, dv) of attention(q, k, v) for the output cotangent g, as graph ops: P the
+    recomputed weights, dS = scale · softmax_grad(P, g·vᵀ); dq = dS·k, dk = dSᵀ·q, dv = Pᵀ·g."""
+    from tgraph.ops.linalg import swap_last
+
+    weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), causal=causal,
+                       window=window, scale=scale)
+    d_scores = tb.apply("softmax_grad", weights, tb.matmul(g, swap_last(v)))
+    if scale != 1.0:
+        d_scores = tb.scale(d_scores, scale)
+    return [tb.matmul(d_scores, k), tb.matmul(swap_last(d_scores), q),
+            tb.matmul(swap_last(weights), g)]
+
+
+@register_op
+class AttentionGrad(OpDef):
+    """attention's gradient (dq, dk, dv) for its output's cotangent g, as one op: the
+    weights are recomputed from q and k (flash attention's backward), so a training graph
+    keeps no [.., T, S] tensor between its forward and backward. The NumPy backend computes
+    it one (batch, head) at a time with the scores in the core's cache
+    (tgraph/codegen/attention.py); this kernel is the reference."""
+
+    fresh_result = True
+
+    name = "attention_grad"
+    attr_kinds = Attention.attr_kinds
+    signature = ("attention_grad(q[..., T, D], k[..., S, D], v[..., S, E], g[..., T, E], "
+                 "causal=False, window=0, scale=1.0) -> (dq, dk, dv)")
+
+    def infer(self, types, causal=False, window=0, scale=1.0):
+        if len(types) != 4:
+            raise ShapeError("attention_grad takes q, k, v and the output's gradient g")
+        out = Attention.infer(self, types[:3], causal=causal, window=window, scale=scale)
+        if types[3] != out:
+            raise ShapeError(f"attention_grad needs g like attention's output {out}, got "
+                             f"{types[3]}")
+        return list(types[:3])
+
+    def kernel(self, xp, q, k, v, g, causal=False, window=0, scale=1.0):
+        from tgraph.ops.registry import get_op
+
+        matmul = get_op("matmul").kernel
+        weights = get_op("masked_softmax").kernel(
+            xp, matmul(xp, q, xp.swapaxes(k, -1, -2)), causal=causal, window=window,
+            scale=scale)
+        d_scores = get_op("softmax_grad").kernel(xp, weights, matmul(xp, g, xp.swapaxes(v, -1, -2)))
+        d_scores = d_scores * xp.asarray(scale, dtype=d_scores.dtype)
+        return (matmul(xp, d_scores, k), matmul(xp, xp.swapaxes(d_scores, -1, -2), q),
+                matmul(xp, xp.swapaxes(weights, -1, -2), g))
+
+    def jax_kernel(self, jnp, q, k, v, g, causal=False, window=0, scale=1.0):
+        from tgraph.ops.registry import get_op
+
+        weights = get_op("masked_softmax").jax_kernel(
+            jnp, q @ jnp.swapaxes(k, -1, -2), causal=causal, window=window, scale=scale)
+        d_weights = g @ jnp.swapaxes(v, -1, -2)
+        d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdims=True)) * scale
+        return (d_scores @ k, jnp.swapaxes(d_scores, -1, -2) @ q,
+                jnp.swapaxes(weights, -1, -2) @ g)
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        q, k, v, _ = in_shapes
+        pairs = math.prod(q[:-1]) * k[-2]
+        return 2 * pairs * (3 * q[-1] + 2 * v[-1]) + 12 * pairs
+
+    def vjp(self, node, grads):
+        """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
+        from tgraph.autodiff import vjp_of_expansion
+
+        attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
+        return vjp_of_expansion(node, grads,
+                                lambda *xs: attention_grad_closed_form(*xs, **attrs))
+
+    def examples(self, rng):
+        return [(arrays + [rng.standard_normal((*arrays[0].shape[:-1], arrays[2].shape[-1]))],
+                 attrs) for arrays, attrs in Attention.examples(self, rng)]
+
+    def label(self, causal=False, window=0, scale=1.0):
+        return Attention.label(self, causal, window, scale).replace("Attention", "Attention′", 1)

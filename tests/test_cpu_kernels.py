@@ -319,11 +319,14 @@ def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
         np.testing.assert_array_equal(gemm.matmul(a, b), serial)
 
 
-@pytest.mark.parametrize("choice", ["", "openblas"])
+@pytest.mark.parametrize("choice", ["", "openblas", "mkl"])
 def test_each_blas_gives_products_within_the_dot_product_bound(choice):
-    """MKL when the ``mkl`` package is installed, SciPy's OpenBLAS when it is not or when
-    TGRAPH_BLAS=openblas: both bound to the same symbols, in a fresh process each (the
-    binding is once per process), each within γ_K·|a|·|b| of float64 products."""
+    """MKL on an Intel CPU when the ``mkl`` package is installed, SciPy's OpenBLAS on other
+    CPUs or without it; TGRAPH_BLAS overrides: both bound to the same symbols, in a fresh
+    process each (the binding is once per process), each within γ_K·|a|·|b| of float64
+    products."""
+    from tgraph.codegen import blas
+
     import subprocess
     import sys
 
@@ -341,7 +344,9 @@ print(blas.bind().name)
     env = {**os.environ, "TGRAPH_BLAS": choice}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split()[-1] == ("mkl" if _installed("mkl") and not choice else "openblas")
+    wanted = choice or blas.preferred()
+    assert res.stdout.split()[-1] == ("mkl" if _installed("mkl") and wanted == "mkl"
+                                      else "openblas")
 
 
 def _installed(dist: str) -> bool:
@@ -423,6 +428,52 @@ def test_attention_kernel_float32_within_its_error_bound(kw, t, s):
     every_other = [x[..., ::2] for x in (q, k, v)]  # no contiguous rows: the reference path
     np.testing.assert_array_equal(KERNELS["attention"](np, *every_other, **kw),
                                   ref.kernel(np, *every_other, **kw))
+
+
+@pytest.mark.parametrize("kw,t,s", [(dict(causal=True, scale=0.25), 16, 16),
+                                    (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
+                                    (dict(causal=True), 70, 5),  # a block sees no key
+                                    (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
+                                    (dict(window=2, scale=2.0), 6, 6)])
+def test_attention_grad_kernel_float32_within_its_error_bound(kw, t, s):
+    """(dq, dk, dv) one (batch, head) at a time, q, k, v and g read as heads sliced out of
+    one array, against float64 of the same numbers. First-order bound, row i of the
+    weights P: each weight is off by at most P·ε_i, ε_i = 2·scale·(D+1)·u·m_i + 5u (m_i the
+    row's largest |q|·|k|, as for attention); |dP| ≤ n_i, the row's largest |g|·|v|, so
+    dS = scale·P∘(dP − Σ P∘dP) is off by at most P·r_i, r_i = scale·n_i·(3ε_i + (2E + 2S
+    + 8)u); then each product adds its sums' γ: dq ≤ (r + 2(S+1)u·scale·n)·P·|k|, dk ≤
+    Pᵀ·((r + 2(T+1)u·scale·n)·|q|), dv ≤ Pᵀ·((ε + (T+1)u)·|g|); twice that for the
+    terms of second order."""
+    rng = np.random.default_rng(13)
+    b, h, d, e = 2, 3, 8, 5
+    qkvg = rng.standard_normal((b, max(t, s), 4, h, max(d, e))).astype(np.float32)
+    q = qkvg[:, :t, 0, :, :d].transpose(0, 2, 1, 3)
+    k = qkvg[:, :s, 1, :, :d].transpose(0, 2, 1, 3)
+    v = qkvg[:, :s, 2, :, :e].transpose(0, 2, 1, 3)
+    g = qkvg[:, :t, 3, :, :e].transpose(0, 2, 1, 3)
+    got = KERNELS["attention_grad"](np, q, k, v, g, **kw)
+    q64, k64, v64, g64 = (x.astype(np.float64) for x in (q, k, v, g))
+    ref = get_op("attention_grad")
+    want = ref.kernel(np, q64, k64, v64, g64, **kw)
+    p = get_op("masked_softmax").kernel(np, q64 @ k64.swapaxes(-1, -2), **kw)
+    m = (np.abs(q64) @ np.abs(k64).swapaxes(-1, -2)).max(-1, keepdims=True)
+    n = (np.abs(g64) @ np.abs(v64).swapaxes(-1, -2)).max(-1, keepdims=True)
+    scale = kw.get("scale", 1.0)
+    eps = U32 * (2 * scale * (d + 1) * m + 5)
+    r = scale * n * (3 * eps + (2 * e + 2 * s + 8) * U32)
+    bounds = (2 * (r + 2 * (s + 1) * U32 * scale * n) * (p @ np.abs(k64)),
+              2 * p.swapaxes(-1, -2) @ ((r + 2 * (t + 1) * U32 * scale * n) * np.abs(q64)),
+              2 * p.swapaxes(-1, -2) @ ((eps + (t + 1) * U32) * np.abs(g64)))
+    for x, y, bound in zip(got, want, bounds):
+        assert x.dtype == np.float32 and x.shape == y.shape
+        assert np.all(np.abs(x - y) <= bound)
+    np.testing.assert_array_equal(got[0][p.sum(-1) == 0], 0)  # queries that see no key
+    for x, y in zip(KERNELS["attention_grad"](np, q64, k64, v64, g64, **kw), want):
+        np.testing.assert_allclose(x, y, rtol=1e-13)  # float64: the reference's own path
+    every_other = [x[..., ::2] for x in (q, k, v, g)]  # no contiguous rows: the reference
+    for x, y in zip(KERNELS["attention_grad"](np, *every_other, **kw),
+                    ref.kernel(np, *every_other, **kw)):
+        np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split

@@ -1,4 +1,5 @@
-"""Attention (``ops/masking.py``'s Attention) one (batch, head) at a time, on tgraph's threads.
+"""Attention (``ops/masking.py``'s Attention) and its gradient (AttentionGrad) one (batch,
+head) at a time, on tgraph's threads.
 
 For each of the B·H products: S = Q·Kᵀ into a [T, S] buffer of the thread's own, the
 masked softmax of its rows into a second one (rows.py's MASKED_SOFTMAX, the same loop),
@@ -10,6 +11,12 @@ multiply-adds at T = 128). GPT config M, one layer's [8, 8, 128, 32] heads: 1.47
 against 1.81 ms for the three ops. Q, K and V are read as they lie, heads sliced out of one
 projection included (a leading dimension each). The GEMMs are blas.py's BLAS on one thread,
 as in gemm.py.
+
+The gradient does the same per product and block of query rows: the weights P recomputed
+(scores, then the masked softmax), dP = G·Vᵀ over the scores' buffer, dS = scale·P∘(dP −
+Σ P∘dP) in place, then dQ = dS·K, and dK += dSᵀ·Q and dV += Pᵀ·G over the keys the block
+sees. The training step then neither writes the [B, H, T, S] weights in its forward nor
+reads them back, nor runs the softmax gradient and the scale over them as ops apart.
 """
 
 from __future__ import annotations
@@ -66,14 +73,73 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale
 '''
 
 
+_GRAD_BODY = MASKED_SOFTMAX.replace("def kernel(", "def softmax_rows(", 1) + '''
+
+from tgraph.codegen.gemm import blas_gemm
+
+
+@njit(cache=True, nogil=True, error_model='numpy',
+      fastmath={"contract", "nsz", "arcp", "reassoc"})
+def kernel(lo, hi, q, k, v, g, offsets, lds, dq, dk, dv, t, s, d, e, causal, window, scale,
+           one_zero, block):
+    """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) (contiguous; the arrays flat) for i in lo..hi:
+    the gradient of attention's product i for its output's gradient g[i]; q, k, v, g:
+    addresses; offsets: each product's byte offsets into them (rows 0-3); lds: their
+    leading dimensions."""
+    scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
+    scratch = np.empty(8, np.int32)
+    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
+    itemsize = one_zero.itemsize
+    dq_at, dk_at, dv_at = dq.ctypes.data, dk.ctypes.data, dv.ctypes.data
+    step = block if causal else t
+    for i in range(lo, hi):
+        dk[i * s * d:(i + 1) * s * d] = 0.0  # accumulated over the blocks of queries
+        dv[i * s * e:(i + 1) * s * e] = 0.0
+        k_at, v_at = k + offsets[1, i], v + offsets[2, i]
+        for r0 in range(0, t, step):
+            r1 = min(r0 + step, t)
+            rows = r1 - r0
+            width = min(s, r1 + s - t) if causal else s  # the keys these queries may see
+            if width <= 0:
+                dq[(i * t + r0) * d:(i * t + r1) * d] = 0.0
+                continue
+            q_at = q + offsets[0, i] + r0 * lds[0] * itemsize
+            g_at = g + offsets[3, i] + r0 * lds[3] * itemsize
+            s_at = scores.ctypes.data + r0 * s * itemsize
+            w_at = weights.ctypes.data + r0 * s * itemsize
+            # row-major X = A·B is the column-major Xᵀ = Bᵀ·Aᵀ: operands swapped
+            blas_gemm(115, 84, 78, width, rows, d, one, k_at, lds[1], q_at, lds[0], zero,
+                      s_at, s, scratch)  # scores = Q·Kᵀ
+            softmax_rows(r0, r1, scores, weights, t, causal, window, scale)
+            blas_gemm(115, 84, 78, width, rows, e, one, v_at, lds[2], g_at, lds[3], zero,
+                      s_at, s, scratch)  # dP = G·Vᵀ, over the scores
+            for r in range(r0, r1):  # dS = scale·P∘(dP − Σ P∘dP), in place
+                total = 0.0
+                for c in range(width):
+                    total += weights[r, c] * scores[r, c]
+                for c in range(width):
+                    scores[r, c] = weights[r, c] * (scores[r, c] - total) * scale
+            blas_gemm(115, 78, 84, e, width, rows, one, g_at, lds[3], w_at, s, one,
+                      dv_at + i * s * e * itemsize, e, scratch)  # dV += Pᵀ·G
+            blas_gemm(115, 78, 78, d, rows, width, one, k_at, lds[1], s_at, s, zero,
+                      dq_at + (i * t + r0) * d * itemsize, d, scratch)  # dQ = dS·K
+            blas_gemm(115, 78, 84, d, width, rows, one, q_at, lds[0], s_at, s, one,
+                      dk_at + i * s * d * itemsize, d, scratch)  # dK += dSᵀ·Q
+'''
+
+
+def _fits(*arrays: np.ndarray) -> bool:
+    """float32 matrices whose rows are contiguous, and a BLAS to run them."""
+    return not any(x.dtype != np.float32 or x.ndim < 2 or x.strides[-1] != 4
+                   or x.strides[-2] < 4 * x.shape[-1] for x in arrays) and bind() is not None
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window: int,
               scale: float, out: np.ndarray | None = None) -> np.ndarray | None:
     """The op's result (into ``out``, C-contiguous, when given), or None where this path
     does not apply (the caller then runs the reference): float32 only, each matrix's rows
     contiguous."""
-    if (any(x.dtype != np.float32 or x.strides[-1] != 4 or x.strides[-2] < 4 * x.shape[-1]
-            or x.ndim < 2 for x in (q, k, v)) or bind() is None
-            or not q.size or not k.shape[-2]):
+    if not _fits(q, k, v) or not q.size or not k.shape[-2]:
         return None
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
@@ -89,3 +155,26 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window:
                                 bool(causal), int(window), float(scale), one_zero, CAUSAL_BLOCK),
               count, count * t * s)
     return out
+
+
+def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, causal: bool,
+                   window: int, scale: float) -> tuple | None:
+    """(dq, dk, dv), or None where this path does not apply (as ``attention``)."""
+    if not _fits(q, k, v, g) or not q.size or not k.shape[-2] or not v.shape[-1]:
+        return None
+    lead = q.shape[:-2]
+    (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
+    count = math.prod(lead)
+    dq, dk, dv = (np.empty((*lead, rows, cols), np.float32)
+                  for rows, cols in ((t, d), (s, d), (s, e)))
+    offsets = batch_offsets(lead, q, k, v, g)
+    lds = np.array([x.strides[-2] // 4 for x in (q, k, v, g)], np.int64)
+    fn = row_kernel(_GRAD_BODY, np.float32)
+    one_zero = np.array([1, 0], np.float32)
+    with one_thread():
+        split(lambda lo, hi: fn(lo, hi, q.ctypes.data, k.ctypes.data, v.ctypes.data,
+                                g.ctypes.data, offsets, lds, dq.reshape(-1), dk.reshape(-1),
+                                dv.reshape(-1), t, s, d, e, bool(causal), int(window),
+                                float(scale), one_zero, CAUSAL_BLOCK),
+              count, 3 * count * t * s)
+    return dq, dk, dv

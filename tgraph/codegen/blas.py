@@ -1,12 +1,16 @@
-"""The BLAS behind every GEMM tgraph runs on the CPU: Intel MKL when the ``mkl`` package is
-installed (``pip install tgraph[mkl]``), else SciPy's OpenBLAS.
+"""The BLAS behind every GEMM tgraph runs on the CPU: on an Intel CPU, Intel MKL when the
+``mkl`` package is installed (``pip install tgraph[mkl]``); elsewhere, or without it,
+SciPy's OpenBLAS.
 
-Why MKL: it is the BLAS PyTorch's CPU build runs, and on the 2-core Intel Xeon (AVX-512)
-these benchmarks ran on its single-core SGEMM did 150-160 GFLOP/s on GPT config M's shapes
-where OpenBLAS did 129-143 (benchmarks/RESULTS.md). It is loaded with its sequential
-threading layer: tgraph's own threads split the work (tgraph/parallel.py), so no OpenMP
-pool spins beside the fused kernels. ``TGRAPH_BLAS=openblas`` picks SciPy's OpenBLAS
-even where MKL is installed.
+Why MKL on Intel: it is the BLAS PyTorch's CPU build runs, and on a 2-core Intel Xeon
+(AVX-512) its single-core SGEMM did 150-160 GFLOP/s on GPT config M's shapes where OpenBLAS
+did 129-143. Why not on AMD: MKL takes its AVX2 code path on a CPU that is not Intel's,
+while OpenBLAS runs its AVX-512 kernels on Zen 4. On a 2-core AMD EPYC (Zen 4) the M
+training step's GEMMs took 137 ms with OpenBLAS and 147 with MKL, and gpt2-small's tied
+head ([128, 768]·[768, 50257]ᵀ) 57 ms against 85 (benchmarks/RESULTS.md). MKL is loaded
+with its sequential threading layer: tgraph's own threads split the work
+(tgraph/parallel.py), so no OpenMP pool spins beside the fused kernels.
+``TGRAPH_BLAS=openblas`` or ``TGRAPH_BLAS=mkl`` overrides the choice.
 
 Compiled loops call ``?gemm`` through two symbols, ``tgraph_sgemm`` and ``tgraph_dgemm``,
 with the Fortran calling convention (every argument by address): both libraries export it,
@@ -41,12 +45,23 @@ class Blas:
 def bind() -> Blas | None:
     """The BLAS in use, its ?gemm bound to the symbols compiled loops call; None if neither
     library can be loaded (matmul then runs NumPy's)."""
-    choice = os.environ.get("TGRAPH_BLAS", "").lower()
-    blas = (None if choice == "openblas" else _mkl()) or _scipy_openblas()
+    choice = os.environ.get("TGRAPH_BLAS", "").lower() or preferred()
+    first, second = (_mkl, _scipy_openblas) if choice == "mkl" else (_scipy_openblas, _mkl)
+    blas = first() or second()
     if blas is not None:
         binding.add_symbol("tgraph_sgemm", blas.sgemm)
         binding.add_symbol("tgraph_dgemm", blas.dgemm)
     return blas
+
+
+def preferred() -> str:
+    """"mkl" on an Intel CPU, "openblas" on any other (see the module's docstring)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            intel = any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+    except OSError:
+        intel = False
+    return "mkl" if intel else "openblas"
 
 
 def _mkl() -> Blas | None:

@@ -137,6 +137,23 @@ def _attention(e, n, ins):
     return e.op("MatMul", [_masked_softmax(e, n, [e.op("MatMul", [q, k_t])]), v])
 
 
+def _attention_grad(e, n, ins):
+    """ops/masking.py's closed form: the weights recomputed, then (dS·k, dSᵀ·q, Pᵀ·g)."""
+    q, k, v, g = ins
+    rank = n.inputs[0].type.rank
+    perm = [*range(rank - 2), rank - 1, rank - 2]
+
+    def t(x):
+        return e.op("Transpose", [x], perm=perm)
+
+    weights = _masked_softmax(e, n, [e.op("MatMul", [q, t(k)])])
+    d_weights = e.op("MatMul", [g, t(v)])
+    d_scores = e.op("Mul", [_softmax_grad(e, n, [weights, d_weights]),
+                            e.scalar(float(n.attrs.get("scale", 1.0)), _dtype(n))])
+    return [e.op("MatMul", [d_scores, k]), e.op("MatMul", [t(d_scores), q]),
+            e.op("MatMul", [t(weights), g])]
+
+
 def _softmax_grad(e, n, ins):
     y, g = ins
     yg = e.op("Mul", [y, g])
@@ -341,7 +358,7 @@ RULES = {
     "sum": _reduction("ReduceSum"), "mean": _reduction("ReduceMean"),
     "max": _reduction("ReduceMax"), "numel": _numel, "softmax": _softmax,
     "softmax_grad": _softmax_grad, "masked_softmax": _masked_softmax,
-    "attention": _attention,
+    "attention": _attention, "attention_grad": _attention_grad,
     "layernorm": _layernorm, "layernorm_grad": _layernorm_grad,
     "cross_entropy": _cross_entropy,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,

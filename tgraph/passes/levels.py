@@ -11,9 +11,10 @@
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
-up, and at -O2 its products of one input merged (merge_projections), before it is
-differentiated (the backward then mirrors the fast forward), and fusion runs on the whole
-forward+backward graph, where the gradient chains are.
+up, and at -O2 its products of one input merged (merge_projections) and its attention made
+one op, before it is differentiated (the backward then mirrors the fast forward: one
+attention_grad op per attention, which recomputes the weights instead of keeping them), and
+fusion runs on the whole forward+backward graph, where the gradient chains are.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
 def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
     """d loss / d params of ``graph`` as a forward+backward graph compiled at ``level``."""
     from tgraph.autodiff import grad
+    from tgraph.passes.attention import fuse_attention, fuse_masked_softmax
     from tgraph.passes.projections import merge_projections
 
     forward = optimize(graph, min(level, 1))[0]
     if level >= 2:
         merge_projections(forward)
+        fuse_masked_softmax(forward)
+        fuse_attention(forward)  # differentiated as one attention_grad op
     return optimize(grad(forward, loss), level, in_place=True)[0]
