@@ -325,10 +325,10 @@ def test_each_blas_gives_products_within_the_dot_product_bound(choice):
     CPUs or without it; TGRAPH_BLAS overrides: both bound to the same symbols, in a fresh
     process each (the binding is once per process), each within γ_K·|a|·|b| of float64
     products."""
-    from tgraph.codegen import blas
-
     import subprocess
     import sys
+
+    from tgraph.codegen import blas
 
     code = """
 import numpy as np
