@@ -83,8 +83,9 @@ class NumpyBackend:
 #: element-wise ops whose result can overwrite an input (NumPy ufuncs read each element
 #: before writing it)
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
-#: kernels (numpy_kernels.py) that take the planned buffer as ``out``
-_OUT_KERNELS = ("matmul", "softmax", "softmax_grad", "masked_softmax", "layernorm", "attention")
+#: kernels (numpy_kernels.py) that take the planned buffer as ``out`` (not attention: it lays
+#: its heads out by row, tgraph/codegen/attention.py, which a planned buffer is not)
+_OUT_KERNELS = ("matmul", "softmax", "softmax_grad", "masked_softmax", "layernorm")
 
 
 @functools.cache

@@ -12,6 +12,7 @@ where its arrays allow and hands over to it otherwise, so results agree to round
 - ``attention``: masked_softmax(q·kᵀ)·v one (batch, head) at a time, the weights in the
   core's cache (tgraph/codegen/attention.py); ``attention_grad`` likewise, the weights
   recomputed a head at a time.
+- ``concat`` of views that already lie side by side in one array: a view of it.
 - ``matmul``: BLAS GEMMs on the arrays as they lie, split over tgraph's kernel threads, one
   GEMM's rows or a batch's products (tgraph/codegen/gemm.py).
 
@@ -162,6 +163,31 @@ def attention_grad(xp, q, k, v, g, causal=False, window=0, scale=1.0):
     return res
 
 
+def concat(xp, *xs, axis):
+    joined = side_by_side(xs, axis)
+    return get_op("concat").kernel(xp, *xs, axis=axis) if joined is None else joined
+
+
+def side_by_side(xs, axis: int) -> np.ndarray | None:
+    """The concatenation of ``xs`` along ``axis`` as a view, where they are views of one
+    array that follow each other along that axis with one layout (attention_grad's dq, dk
+    and dv, merged back into one projection's gradient); else None."""
+    first = xs[0]
+    ax = axis % first.ndim
+    others = first.shape[:ax] + first.shape[ax + 1:]
+    if len(xs) < 2 or first.base is None or first.strides[ax] <= 0 or any(
+            x.base is not first.base or x.dtype != first.dtype or x.strides != first.strides
+            or x.shape[:ax] + x.shape[ax + 1:] != others for x in xs):
+        return None
+    at = first.ctypes.data
+    for x in xs:
+        if x.ctypes.data != at:
+            return None
+        at += x.shape[ax] * x.strides[ax]
+    shape = (*first.shape[:ax], sum(x.shape[ax] for x in xs), *others[ax:])
+    return np.lib.stride_tricks.as_strided(first, shape, first.strides)
+
+
 def matmul(xp, a, b, out=None):
     from tgraph.codegen import gemm
 
@@ -177,7 +203,8 @@ def _kernels() -> dict:
             "masked_softmax": masked_softmax, "attention": attention,
             "attention_grad": attention_grad, "layernorm": layernorm,
             "layernorm_grad": layernorm_grad,
-            "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add}
+            "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add,
+            "concat": concat}
 
 
 KERNELS = _kernels()

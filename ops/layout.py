@@ -95,7 +95,9 @@ class Transpose(Movement):
 class Concat(Movement):
     """Join inputs along an axis."""
 
-    fresh_result = True
+    # not fresh: the NumPy backend returns the inputs' own memory when they already lie
+    # side by side in one array (attention's three gradients, backends/numpy_kernels.py)
+    fresh_result = False
 
     name = "concat"
     attr_kinds = {"axis": "int"}

@@ -499,3 +499,20 @@ def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
     got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, eps=1e-5)
     for a, b in zip(got64, (want_dx, want_gx)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_concat_of_views_side_by_side_is_a_view_and_anything_else_a_copy():
+    """attention_grad lays dq, dk, dv out as [B, T, 3, H, D]: merged back into [B, T, 3·H·D]
+    their concat is that buffer (no copy). Views out of order, with a gap, of two arrays or
+    of none give np.concatenate's copy; the values are np.concatenate's either way."""
+    buffer = np.arange(2 * 3 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 3, 4, 5)
+    heads = [buffer[..., j, :, :].reshape(2, 3, 20) for j in range(3)]
+    joined = KERNELS["concat"](np, *heads, axis=-1)
+    np.testing.assert_array_equal(joined, np.concatenate(heads, -1))
+    assert np.shares_memory(joined, buffer)
+    other = np.ones((2, 3, 20), np.float32)
+    for xs in (heads[::-1], heads[::2], [heads[0], other], [other, other]):
+        got = KERNELS["concat"](np, *xs, axis=-1)
+        np.testing.assert_array_equal(got, np.concatenate(xs, -1))
+        assert not any(np.shares_memory(got, x) for x in xs)
+    assert np.shares_memory(KERNELS["concat"](np, buffer[:1], buffer[1:], axis=0), buffer)

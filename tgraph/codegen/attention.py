@@ -41,26 +41,23 @@ from tgraph.codegen.gemm import blas_gemm
 
 @njit(cache=True, nogil=True, error_model='numpy',
       fastmath={"contract", "nsz", "arcp", "reassoc"})
-def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale,
+def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale,
            one_zero, block):
-    """out[i] (t×e, contiguous; ``out`` flat) = masked_softmax(Q_i·K_iᵀ)·V_i for i in
-    lo..hi; q, k, v: addresses; offsets: each product's byte offsets into them (rows 0-2);
-    lds: their leading dimensions."""
+    """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
+    offsets: each product's byte offsets into them (rows 0-3); lds: their leading
+    dimensions. Rows that see no key are left as they are (zeros, by the caller)."""
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
     scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
     scratch = np.empty(8, np.int32)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
-    out_at = out.ctypes.data
     step = block if causal else t
     for i in range(lo, hi):
         for r0 in range(0, t, step):
             r1 = min(r0 + step, t)
             width = min(s, r1 + s - t) if causal else s  # the keys these queries may see
             if width <= 0:
-                for j in range(r0 * e, r1 * e):
-                    out[i * t * e + j] = 0.0
                 continue
             # row-major scores = Q·Kᵀ is the column-major scoresᵀ = K·Qᵀ
             blas_gemm(115, 84, 78, width, r1 - r0, d, one, k + offsets[1, i], lds[1],
@@ -69,7 +66,7 @@ def kernel(lo, hi, q, k, v, offsets, lds, out, t, s, d, e, causal, window, scale
             softmax_rows(r0, r1, scores, weights, t, causal, window, scale)
             blas_gemm(115, 78, 78, e, r1 - r0, width, one, v + offsets[2, i], lds[2],
                       weights.ctypes.data + r0 * s * itemsize, s, zero,
-                      out_at + (i * t + r0) * e * itemsize, e, scratch)
+                      out + offsets[3, i] + r0 * lds[3] * itemsize, lds[3], scratch)
 '''
 
 
@@ -80,28 +77,28 @@ from tgraph.codegen.gemm import blas_gemm
 
 @njit(cache=True, nogil=True, error_model='numpy',
       fastmath={"contract", "nsz", "arcp", "reassoc"})
-def kernel(lo, hi, q, k, v, g, offsets, lds, dq, dk, dv, t, s, d, e, causal, window, scale,
+def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window, scale,
            one_zero, block):
-    """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) (contiguous; the arrays flat) for i in lo..hi:
-    the gradient of attention's product i for its output's gradient g[i]; q, k, v, g:
-    addresses; offsets: each product's byte offsets into them (rows 0-3); lds: their
-    leading dimensions."""
+    """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
+    product i for its output's gradient g[i]; every array an address, offsets: each
+    product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
+    that see no key are left as they are (zeros, by the caller)."""
     scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
     scratch = np.empty(8, np.int32)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
-    dq_at, dk_at, dv_at = dq.ctypes.data, dk.ctypes.data, dv.ctypes.data
     step = block if causal else t
     for i in range(lo, hi):
-        dk[i * s * d:(i + 1) * s * d] = 0.0  # accumulated over the blocks of queries
-        dv[i * s * e:(i + 1) * s * e] = 0.0
         k_at, v_at = k + offsets[1, i], v + offsets[2, i]
-        for r0 in range(0, t, step):
+        dk_at, dv_at = dk + offsets[5, i], dv + offsets[6, i]
+        # the last block first: it sees every key, so its dK and dV products (beta 0) set
+        # every row that the other blocks' then add to (beta 1)
+        beta = zero
+        for r0 in range((t - 1) // step * step, -1, -step):
             r1 = min(r0 + step, t)
             rows = r1 - r0
             width = min(s, r1 + s - t) if causal else s  # the keys these queries may see
             if width <= 0:
-                dq[(i * t + r0) * d:(i * t + r1) * d] = 0.0
                 continue
             q_at = q + offsets[0, i] + r0 * lds[0] * itemsize
             g_at = g + offsets[3, i] + r0 * lds[3] * itemsize
@@ -119,13 +116,25 @@ def kernel(lo, hi, q, k, v, g, offsets, lds, dq, dk, dv, t, s, d, e, causal, win
                     total += weights[r, c] * scores[r, c]
                 for c in range(width):
                     scores[r, c] = weights[r, c] * (scores[r, c] - total) * scale
-            blas_gemm(115, 78, 84, e, width, rows, one, g_at, lds[3], w_at, s, one,
-                      dv_at + i * s * e * itemsize, e, scratch)  # dV += Pᵀ·G
+            blas_gemm(115, 78, 84, e, width, rows, one, g_at, lds[3], w_at, s, beta, dv_at,
+                      lds[6], scratch)  # dV += Pᵀ·G
             blas_gemm(115, 78, 78, d, rows, width, one, k_at, lds[1], s_at, s, zero,
-                      dq_at + (i * t + r0) * d * itemsize, d, scratch)  # dQ = dS·K
-            blas_gemm(115, 78, 84, d, width, rows, one, q_at, lds[0], s_at, s, one,
-                      dk_at + i * s * d * itemsize, d, scratch)  # dK += dSᵀ·Q
+                      dq + offsets[4, i] + r0 * lds[4] * itemsize, lds[4], scratch)  # dQ = dS·K
+            blas_gemm(115, 78, 84, d, width, rows, one, q_at, lds[0], s_at, s, beta, dk_at,
+                      lds[5], scratch)  # dK += dSᵀ·Q
+            beta = one
 '''
+
+
+def _heads_by_rows(lead: tuple, rows: int, *cols: int) -> list[np.ndarray]:
+    """Fresh float32 [*lead, rows, c] arrays for each c in ``cols``, all in one buffer laid
+    out [*lead[:-1], rows, len(cols), lead[-1], c]: the heads of a row side by side, as
+    merging them back ([B, H, T, E] to [B, T, H·E]: a transpose and a reshape) and
+    concatenating the three gradients of a merged projection want them, without a copy."""
+    if not lead or len(set(cols)) > 1:
+        return [np.empty((*lead, rows, c), np.float32) for c in cols]
+    buffer = np.empty((*lead[:-1], rows, len(cols), lead[-1], cols[0]), np.float32)
+    return [buffer[..., j, :, :].swapaxes(-3, -2) for j in range(len(cols))]
 
 
 def _fits(*arrays: np.ndarray) -> bool:
@@ -144,15 +153,18 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window:
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
     count = math.prod(lead)
-    out = np.empty((*lead, t, e), np.float32) if out is None else out
-    offsets = batch_offsets(lead, q, k, v)
-    lds = np.array([x.strides[-2] // 4 for x in (q, k, v)], np.int64)
+    out = _heads_by_rows(lead, t, e)[0] if out is None else out
+    if causal and s < t:
+        out[...] = 0  # queries before the first key see none
+    arrays = (q, k, v, out)
+    offsets = batch_offsets(lead, *arrays)
+    lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
     fn = row_kernel(_BODY, np.float32)
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
-        split(lambda lo, hi: fn(lo, hi, q.ctypes.data, k.ctypes.data, v.ctypes.data, offsets,
-                                lds, out.reshape(-1), t, s, d, e,
-                                bool(causal), int(window), float(scale), one_zero, CAUSAL_BLOCK),
+        split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
+                                t, s, d, e, bool(causal), int(window), float(scale), one_zero,
+                                CAUSAL_BLOCK),
               count, count * t * s)
     return out
 
@@ -165,16 +177,20 @@ def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, c
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
     count = math.prod(lead)
-    dq, dk, dv = (np.empty((*lead, rows, cols), np.float32)
-                  for rows, cols in ((t, d), (s, d), (s, e)))
-    offsets = batch_offsets(lead, q, k, v, g)
-    lds = np.array([x.strides[-2] // 4 for x in (q, k, v, g)], np.int64)
+    if t == s:
+        dq, dk, dv = _heads_by_rows(lead, t, d, d, e)
+    else:
+        (dq,), (dk, dv) = _heads_by_rows(lead, t, d), _heads_by_rows(lead, s, d, e)
+    if causal and s < t:
+        dq[...] = 0  # queries before the first key see none
+    arrays = (q, k, v, g, dq, dk, dv)
+    offsets = batch_offsets(lead, *arrays)
+    lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
     fn = row_kernel(_GRAD_BODY, np.float32)
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
-        split(lambda lo, hi: fn(lo, hi, q.ctypes.data, k.ctypes.data, v.ctypes.data,
-                                g.ctypes.data, offsets, lds, dq.reshape(-1), dk.reshape(-1),
-                                dv.reshape(-1), t, s, d, e, bool(causal), int(window),
-                                float(scale), one_zero, CAUSAL_BLOCK),
+        split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
+                                t, s, d, e, bool(causal), int(window), float(scale), one_zero,
+                                CAUSAL_BLOCK),
               count, 3 * count * t * s)
     return dq, dk, dv
