@@ -395,22 +395,30 @@ def test_scatter_rows_add_in_np_add_at_order(dtype):
         scatter(np, upd, np.full((3, 50), 5), shape=[5, 8])
 
 
-@pytest.mark.parametrize("kw,t,s", [(dict(causal=True, scale=0.25), 16, 16),
-                                    (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
-                                    (dict(causal=True), 70, 5),  # a block sees no key
-                                    (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
-                                    (dict(window=2, scale=2.0), 6, 6)])
+ATTENTION_CASES = [(dict(causal=True, scale=0.25), 16, 16),
+                   (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
+                   (dict(causal=True), 70, 5),  # a block sees no key
+                   (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
+                   (dict(window=2, scale=2.0), 6, 6)]
+
+
+def head_views(rng, t, s, d, e, with_grad=False):
+    """float32 q [2, 3, t, d], k [.., s, d], v [.., s, e] (and g [.., t, e]): heads sliced
+    out of one [2, T, 3 or 4, 3, D] array, as a merged projection gives them."""
+    rows = [t, s, s, t][:4 if with_grad else 3]
+    width = [d, d, e, e][:len(rows)]
+    x = rng.standard_normal((2, max(t, s), len(rows), 3, max(d, e))).astype(np.float32)
+    return [x[:, :r, j, :, :w].transpose(0, 2, 1, 3) for j, (r, w) in enumerate(zip(rows, width))]
+
+
+@pytest.mark.parametrize("kw,t,s", ATTENTION_CASES)
 def test_attention_kernel_float32_within_its_error_bound(kw, t, s):
     """One (batch, head) at a time, q, k, v read as heads sliced out of one projection:
     against float64 of the same numbers, within u·(|P|·|V|)·(S + 5 + 2·scale·(D + 1)·m),
     m the row's largest |q|·|k| (the scores' GEMM error moves each weight by at most twice
     its share), S for the second GEMM's sums, 5 for the softmax's roundings."""
-    rng = np.random.default_rng(11)
-    b, h, d, e = 2, 3, 8, 5
-    qkv = rng.standard_normal((b, max(t, s), 3, h, max(d, e))).astype(np.float32)
-    q = qkv[:, :t, 0, :, :d].transpose(0, 2, 1, 3)
-    k = qkv[:, :s, 1, :, :d].transpose(0, 2, 1, 3)
-    v = qkv[:, :s, 2, :, :e].transpose(0, 2, 1, 3)
+    d = 8
+    q, k, v = head_views(np.random.default_rng(11), t, s, d, e=5)
     got = KERNELS["attention"](np, q, k, v, **kw)
     q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
     ref = get_op("attention")
@@ -430,11 +438,7 @@ def test_attention_kernel_float32_within_its_error_bound(kw, t, s):
                                   ref.kernel(np, *every_other, **kw))
 
 
-@pytest.mark.parametrize("kw,t,s", [(dict(causal=True, scale=0.25), 16, 16),
-                                    (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
-                                    (dict(causal=True), 70, 5),  # a block sees no key
-                                    (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
-                                    (dict(window=2, scale=2.0), 6, 6)])
+@pytest.mark.parametrize("kw,t,s", ATTENTION_CASES)
 def test_attention_grad_kernel_float32_within_its_error_bound(kw, t, s):
     """(dq, dk, dv) one (batch, head) at a time, q, k, v and g read as heads sliced out of
     one array, against float64 of the same numbers. First-order bound, row i of the
@@ -444,13 +448,8 @@ def test_attention_grad_kernel_float32_within_its_error_bound(kw, t, s):
     + 8)u); then each product adds its sums' γ: dq ≤ (r + 2(S+1)u·scale·n)·P·|k|, dk ≤
     Pᵀ·((r + 2(T+1)u·scale·n)·|q|), dv ≤ Pᵀ·((ε + (T+1)u)·|g|); twice that for the
     terms of second order."""
-    rng = np.random.default_rng(13)
-    b, h, d, e = 2, 3, 8, 5
-    qkvg = rng.standard_normal((b, max(t, s), 4, h, max(d, e))).astype(np.float32)
-    q = qkvg[:, :t, 0, :, :d].transpose(0, 2, 1, 3)
-    k = qkvg[:, :s, 1, :, :d].transpose(0, 2, 1, 3)
-    v = qkvg[:, :s, 2, :, :e].transpose(0, 2, 1, 3)
-    g = qkvg[:, :t, 3, :, :e].transpose(0, 2, 1, 3)
+    d, e = 8, 5
+    q, k, v, g = head_views(np.random.default_rng(13), t, s, d, e, with_grad=True)
     got = KERNELS["attention_grad"](np, q, k, v, g, **kw)
     q64, k64, v64, g64 = (x.astype(np.float64) for x in (q, k, v, g))
     ref = get_op("attention_grad")

@@ -150,22 +150,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window:
     contiguous."""
     if not _fits(q, k, v) or not q.size or not k.shape[-2]:
         return None
-    lead = q.shape[:-2]
-    (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
-    count = math.prod(lead)
+    lead, t, s, e = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
     out = _heads_by_rows(lead, t, e)[0] if out is None else out
     if causal and s < t:
         out[...] = 0  # queries before the first key see none
-    arrays = (q, k, v, out)
-    offsets = batch_offsets(lead, *arrays)
-    lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    fn = row_kernel(_BODY, np.float32)
-    one_zero = np.array([1, 0], np.float32)
-    with one_thread():
-        split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
-                                t, s, d, e, bool(causal), int(window), float(scale), one_zero,
-                                CAUSAL_BLOCK),
-              count, count * t * s)
+    _run(_BODY, (q, k, v, out), causal, window, scale, passes=1)
     return out
 
 
@@ -176,21 +165,29 @@ def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, c
         return None
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
-    count = math.prod(lead)
     if t == s:
         dq, dk, dv = _heads_by_rows(lead, t, d, d, e)
     else:
         (dq,), (dk, dv) = _heads_by_rows(lead, t, d), _heads_by_rows(lead, s, d, e)
     if causal and s < t:
         dq[...] = 0  # queries before the first key see none
-    arrays = (q, k, v, g, dq, dk, dv)
+    _run(_GRAD_BODY, (q, k, v, g, dq, dk, dv), causal, window, scale, passes=3)
+    return dq, dk, dv
+
+
+def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float, passes: int):
+    """``body``'s kernel over every (batch, head) product, split over the cores; arrays: q,
+    k, v, then the rest, each passed as its address, product offsets and leading dimension."""
+    q, k, v = arrays[:3]
+    lead = q.shape[:-2]
+    (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
+    count = math.prod(lead)
     offsets = batch_offsets(lead, *arrays)
     lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    fn = row_kernel(_GRAD_BODY, np.float32)
+    fn = row_kernel(body, np.float32)
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
         split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
                                 t, s, d, e, bool(causal), int(window), float(scale), one_zero,
                                 CAUSAL_BLOCK),
-              count, 3 * count * t * s)
-    return dq, dk, dv
+              count, passes * count * t * s)
