@@ -144,10 +144,10 @@ def cross_entropy(xp, logits, targets):
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
-def attention(xp, q, k, v, causal=False, window=0, scale=1.0, out=None):
+def attention(xp, q, k, v, causal=False, window=0, scale=1.0):
     from tgraph.codegen.attention import attention as fused
 
-    res = fused(q, k, v, causal, window, scale, out)
+    res = fused(q, k, v, causal, window, scale)
     if res is None:
         return get_op("attention").kernel(xp, q, k, v, causal=causal, window=window, scale=scale)
     return res

@@ -192,8 +192,7 @@ class Attention(OpDef):
     def vjp(self, node, grads):
         """One attention_grad op: the weights recomputed from q and k, as the forward never
         kept them."""
-        attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
-        return list(tb.apply("attention_grad", *node.inputs, grads[0], **attrs))
+        return list(tb.apply("attention_grad", *node.inputs, grads[0], **_attention_attrs(node)))
 
     def examples(self, rng):
         def qkv(lead, t, s, d, e):
@@ -209,9 +208,15 @@ class Attention(OpDef):
         return f"Attention ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"
 
 
+def _attention_attrs(node) -> dict:
+    """An attention or attention_grad node's mask and scale attrs, as set."""
+    return {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
+
+
 def attention_grad_closed_form(q, k, v, g, causal=False, window=0, scale=1.0):
     """(dq, dk, dv) of attention(q, k, v) for the output cotangent g, as graph ops: P the
-    recomputed weights, dS = scale · softmax_grad(P, g·vᵀ); dq = dS·k, dk = dSᵀ·q, dv = Pᵀ·g."""
+    recomputed weights, dS = scale · softmax_grad(P, g·vᵀ); dq = dS·k, dk = dSᵀ·q,
+    dv = Pᵀ·g."""
     from tgraph.ops.linalg import swap_last
 
     weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), causal=causal,
@@ -278,9 +283,8 @@ class AttentionGrad(OpDef):
         """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
         from tgraph.autodiff import vjp_of_expansion
 
-        attrs = {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
-        return vjp_of_expansion(node, grads,
-                                lambda *xs: attention_grad_closed_form(*xs, **attrs))
+        attrs = _attention_attrs(node)
+        return vjp_of_expansion(node, grads, lambda *xs: attention_grad_closed_form(*xs, **attrs))
 
     def examples(self, rng):
         return [(arrays + [rng.standard_normal((*arrays[0].shape[:-1], arrays[2].shape[-1]))],

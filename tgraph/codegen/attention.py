@@ -144,14 +144,13 @@ def _fits(*arrays: np.ndarray) -> bool:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window: int,
-              scale: float, out: np.ndarray | None = None) -> np.ndarray | None:
-    """The op's result (into ``out``, C-contiguous, when given), or None where this path
-    does not apply (the caller then runs the reference): float32 only, each matrix's rows
-    contiguous."""
+              scale: float) -> np.ndarray | None:
+    """The op's result, its heads laid out by row, or None where this path does not apply
+    (the caller then runs the reference): float32 only, each matrix's rows contiguous."""
     if not _fits(q, k, v) or not q.size or not k.shape[-2]:
         return None
     lead, t, s, e = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
-    out = _heads_by_rows(lead, t, e)[0] if out is None else out
+    out = _heads_by_rows(lead, t, e)[0]
     if causal and s < t:
         out[...] = 0  # queries before the first key see none
     _run(_BODY, (q, k, v, out), causal, window, scale, passes=1)
