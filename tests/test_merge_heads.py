@@ -3,6 +3,8 @@ same numbers, reading the same weights file."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ import tgraph as tg
 from tgraph.autodiff import grad
 from tgraph.feeds import random_feeds
 from tgraph.models import build_model
-from tgraph.passes import merge_heads
+from tgraph.passes import merge_heads, optimize
 
 
 def heads_in(g):
@@ -51,3 +53,18 @@ def test_heads_that_do_not_fit_the_rules_are_left_alone():
     g = build_model("gpt", preset="tiny", score="additive")  # per-head reshapes
     merged, count = merge_heads(g)
     assert count == 0 and len(merged.nodes) == len(g.nodes)
+
+
+@pytest.mark.parametrize("model", ["gpt", "bert", "transformer", "vit"])
+def test_heads_drawn_one_by_one_compile_to_the_batched_build(model):
+    """At -O2 the diagram graph (a path per head) has the batched build's nodes, plus one
+    concat of the heads' weights and one of their biases per projection
+    (each head's weight is its own parameter): no reshape or transpose is left on them."""
+    def ops(heads):
+        fast, _ = optimize(build_model(model, preset="tiny", loss=True, heads=heads), 2)
+        return Counter(n.op for n in fast.nodes)
+
+    split, batched = ops("split"), ops("batched")
+    extra = split - batched
+    assert not batched - split and list(extra) == ["concat"]
+    assert extra["concat"] <= 2 * batched["matmul"]

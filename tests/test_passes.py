@@ -6,7 +6,7 @@ import numpy as np
 
 import tgraph as tg
 from tgraph import builder as tb
-from tgraph.passes import cse, dce, fold_constants, optimize
+from tgraph.passes import cse, dce, fold_constants, fold_layout, optimize
 
 
 def graph_with_waste():
@@ -24,7 +24,7 @@ def graph_with_waste():
 def test_optimize_keeps_outputs_and_removes_waste():
     g = graph_with_waste()
     opt, report = optimize(g)
-    assert report == {"merge_heads": 0, "dce": 1, "fold_constants": 1, "cse": 2}
+    assert report == {"merge_heads": 0, "dce": 1, "fold_constants": 1, "cse": 2, "fold_layout": 0}
     assert [n.op for n in opt.nodes] == ["matmul", "tanh", "add", "mul"]
     assert len(g.nodes) == 8  # the input graph is untouched
     params = tg.init_params(g, 0)
@@ -39,3 +39,29 @@ def test_each_pass_alone():
     assert g.consts[-1].data == 2
     assert cse(g) == 2 and cse(g) == 0
     g.validate()
+
+
+def test_fold_layout_makes_stacked_and_spread_biases_one_concat():
+    """Three head biases [4] reshaped to [1, 1, 4], stacked [3, 1, 4], reshaped to
+    [1, 3, 1, 4], their size-1 axes transposed and flattened to [12] (merge_heads then
+    bias_before_heads): the same numbers as one concat of the three. A transpose that moves
+    a real axis stays."""
+    g = tg.Graph("biases")
+    x = g.input("x", ("B", 12), "float64")
+    bs = [g.param(f"b{i}", (4,), "float64") for i in range(3)]
+    stacked = tb.concat(*[tb.reshape(b, [1, 1, 4]) for b in bs], axis=0)
+    spread = tb.transpose(tb.reshape(stacked, [1, 3, 1, 4]), [0, 2, 1, 3])
+    g.set_output("y", x + tb.reshape(spread, [12]))
+    g.set_output("t", tb.transpose(tb.reshape(x, ["B", 3, 4]), [0, 2, 1]))
+    rng = np.random.default_rng(1)
+    params = {b.name: rng.standard_normal(4) for b in bs}
+    feeds = {"x": rng.standard_normal((2, 12))}
+    want = tg.run(g, feeds, params)
+    assert fold_layout(g) > 0
+    g.validate()
+    assert [n.op for n in g.nodes] == ["concat", "add", "reshape", "transpose"]
+    assert [v.name for v in g.nodes[0].inputs] == ["b0", "b1", "b2"]
+    got = tg.run(g, feeds, params)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    assert fold_layout(g) == 0

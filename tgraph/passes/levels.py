@@ -2,7 +2,8 @@
 
     -O0  the graph as built (a copy)
     -O1  heads merged into batched paths, dead code, constants folded, common
-         subexpressions merged, to a fixed point
+         subexpressions merged, chains of reshapes and transposes shortened, to a fixed
+         point
     -O2  -O1, then attention's mask and softmax as one op (in a forward-only graph, with its
          two products: one attention op), merged heads' biases added before the heads are
          split out, transposed products computed
@@ -35,7 +36,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.passes.layout import bias_before_heads, transpose_products
     from tgraph.passes.merge_heads import merge_heads
     from tgraph.passes.scatter import scatter_into_sums
-    from tgraph.passes.simplify import cse, dce, fold_constants
+    from tgraph.passes.simplify import cse, dce, fold_constants, fold_layout
 
     if level not in LEVELS:
         raise TGraphError(f"optimisation level must be one of 0, 1, 2; got {level!r}")
@@ -44,9 +45,11 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     g, merged = merge_heads(graph)
     if g is graph and not in_place:
         g = copy_graph(graph)
-    report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0}
+    report = {"merge_heads": merged, "dce": dce(g), "fold_constants": 0, "cse": 0,
+              "fold_layout": 0}
     while True:
-        changed = {"fold_constants": fold_constants(g), "cse": cse(g)}
+        changed = {"fold_constants": fold_constants(g), "cse": cse(g),
+                   "fold_layout": fold_layout(g)}
         for k, v in changed.items():
             report[k] += v
         if not any(changed.values()):
@@ -56,6 +59,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         report["fuse_attention"] = fuse_attention(g)
         report["transpose_products"] = transpose_products(g)
         report["bias_before_heads"] = bias_before_heads(g)
+        report["fold_layout"] += fold_layout(g)
         report["scatter_into_sums"] = scatter_into_sums(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
     return g.validate(), report

@@ -85,3 +85,68 @@ def fold_constants(graph: Graph, max_elements: int = 1 << 16) -> int:
     if folded:
         dce(graph)
     return folded
+
+
+def fold_layout(graph: Graph) -> int:
+    """Shorten chains of reshapes and transposes, as merge_heads and bias_before_heads leave
+    them on the heads' biases (each [d] reshaped to [1, 1, d], concatenated to [H, 1, d],
+    then reshaped, transposed and reshaped to [H·d]: twelve nodes for what one concat of
+    the H biases gives). Rules, in one sweep in schedule order:
+
+    - a transpose that only moves size-1 axes is a reshape;
+    - a reshape of a reshape reads the first one's input; a reshape to its input's shape
+      is that input;
+    - a concat along an axis with only 1s before it, of reshaped vectors, is a reshape of
+      the vectors' concat (row-major order is the same).
+
+    Rewrites ``graph`` in place; returns how many nodes changed."""
+    outputs = set(map(id, graph.outputs.values()))
+    same: dict[Value, Value] = {}
+    nodes: list[Node] = []
+    changed = 0
+    for n in list(graph.nodes):
+        n.inputs = [same.get(v, v) for v in n.inputs]
+        if n.op == "transpose" and _moves_unit_axes_only(n):
+            n.op, n.attrs = "reshape", {"shape": list(n.output.shape)}
+            changed += 1
+        vectors = _reshaped_vectors(n) if n.op == "concat" else None
+        if vectors:
+            with graph.scope(n.scope):
+                flat = graph.apply("concat", vectors, {"axis": 0}, name="concat")
+            nodes.append(graph.nodes.pop())
+            n.op, n.attrs, n.inputs = "reshape", {"shape": list(n.output.shape)}, [flat]
+            changed += 1
+        if n.op == "reshape":
+            source = n.inputs[0].node
+            if source is not None and source.op == "reshape":
+                n.inputs = [source.inputs[0]]
+                changed += 1
+            x = n.inputs[0]
+            if tuple(x.shape) == tuple(n.output.shape) and id(n.output) not in outputs:
+                same[n.output] = x
+                changed += 1
+        nodes.append(n)
+    graph.nodes = nodes
+    if changed:
+        replace_values(graph, same)
+        dce(graph)
+    return changed
+
+
+def _moves_unit_axes_only(n: Node) -> bool:
+    shape = n.inputs[0].shape
+    perm = n.attrs.get("perm") or list(range(len(shape)))[::-1]
+    moved = [p for p in perm if shape[p] != 1]
+    return moved == sorted(moved)
+
+
+def _reshaped_vectors(n: Node) -> list[Value] | None:
+    """The vectors a concat's inputs reshape, when the concat is their concat reshaped."""
+    shape = n.output.shape
+    axis = n.attrs["axis"] % len(shape)
+    sources = [v.node.inputs[0] if v.node is not None and v.node.op == "reshape" else None
+               for v in n.inputs]
+    if (any(d != 1 for d in shape[:axis]) or any(s is None or s.type.rank != 1 for s in sources)
+            or len(sources) < 2):
+        return None
+    return sources
