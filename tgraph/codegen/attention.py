@@ -111,7 +111,7 @@ def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, win
             blas_gemm(115, 84, 78, width, rows, e, one, v_at, lds[2], g_at, lds[3], zero,
                       s_at, s, scratch)  # dP = G·Vᵀ, over the scores
             for r in range(r0, r1):  # dS = scale·P∘(dP − Σ P∘dP), in place
-                total = 0.0
+                total = ACC(0.0)
                 for c in range(width):
                     total += weights[r, c] * scores[r, c]
                 for c in range(width):

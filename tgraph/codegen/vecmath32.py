@@ -2,12 +2,13 @@
 float32 kernels whose every value is float32 (numba_cpu.py writes their constants as
 float32 too).
 
-vecmath.py computes in float64 lanes (4 per instruction) and stays what the row kernels
-use. Here a float32 exact-GELU loop runs twice as many elements per instruction. The
-accuracy that issue 11 asked of GELU's negative tail is kept by never rounding the large
-part of an exponent twice: Φ(x) for x < 0 is ½·t·exp(−x²/2 + R(t)) (Numerical Recipes'
-erfc fit, fractional error 1.2e-7), and exp is reduced on −x²/2 (one rounding of x·x)
-before R(t) is added, so the big exponent (−50 at x = −10) never carries R's rounding.
+vecmath.py computes in float64 lanes (4 per instruction) and stays what the LayerNorm and
+cross-entropy row kernels use; softmax rows use this module's exp. Here a float32
+exact-GELU loop runs twice as many elements per instruction. The accuracy that issue 11
+asked of GELU's negative tail is kept by never rounding the large part of an exponent
+twice: Φ(x) for x < 0 is ½·t·exp(−x²/2 + R(t)) (Numerical Recipes' erfc fit, fractional
+error 1.2e-7), and exp is reduced on −x²/2 (one rounding of x·x) before R(t) is added, so
+the big exponent (−50 at x = −10) never carries R's rounding.
 Relative error against float64: exp ≤ 2.5e-7, Φ ≤ 3e-6 in the tail (x·x rounded to float32:
 50·2⁻²⁴ at x = −10), tanh ≤ 3e-7. Functions without a float32 form here (log, sin, erf...)
 are NumPy's float32 versions: correct, just not vectorized.
@@ -69,20 +70,6 @@ def _exp_sum(h, s):
 @njit(**_FLAGS)
 def exp(x):
     return _exp_sum(x, _ZERO)
-
-
-@njit(**_FLAGS)
-def exp_of_float64(d):
-    """e**d for a float64 d (softmax's x − max), to float32 precision: n and r = d − n·ln2
-    in float64, so d's size costs nothing (rounding d to float32 first would cost |d|·u,
-    20 ulp at d = −20), then the polynomial in r in float32, half the work of vecmath's
-    float64 one. Within 3 float32 roundings of e**d."""
-    y = min(max(d, -104.0), 89.0)
-    n = np.floor(y * 1.4426950408889634 + 0.5)
-    out = _scaled_exp(F((y - n * 0.6931471803691238) - n * 1.9082149292705877e-10), n)
-    out = _ZERO if d < -104.0 else out
-    out = _INF if d > 89.0 else out
-    return out if d == d else F(d)  # NaN stays NaN
 
 
 @njit(**_FLAGS)
