@@ -10,11 +10,12 @@ cached like a fused kernel's (numba_cpu.load_source).
 float32 softmax rows are computed in float32 as PyTorch's and XLA's are: the shift x − max,
 vecmath32's exp and the row's sum (``ACC``, the accumulator type, is the dtype), 8 lanes an
 AVX2 instruction (masked softmax of [8, 8, 128, 128]: 1.65 -> 0.82 ms on one core, against
-a float64 shift and sum). What that costs in accuracy is a weight's relative error of
-(|x − max| + n + 12)·u at most, n the row's length (tests/test_cpu_kernels.py), where the
-float64 form kept 4·u. float64 rows use libm's exp and the reference's order of
-operations, so they agree with the registry kernel to rounding. LayerNorm, cross-entropy
-and the softmax gradient sum in float64 whatever the dtype.
+a float64 shift and sum). What that costs in accuracy: a weight's relative error grows
+from 4·u to about (3|d| + 6|max| + n + 12)·u, d = x − max and n the row's length (the
+bound is derived in tests/test_cpu_kernels.py's softmax32_bound). float64 rows use libm's
+exp and the reference's order of operations, so they agree with the registry kernel to
+rounding. LayerNorm, cross-entropy and the softmax gradient sum in float64 whatever the
+dtype.
 """
 
 from __future__ import annotations
