@@ -3,9 +3,11 @@
 GPT config M (layers 4, d_model 256, heads 8, d_ff 1024, seq 128, batch 8, vocab 1024,
 pre-LN, exact GELU) and the gpt2-small preset (batch 1, seq 128, tanh GELU): forward and
 forward+backward step, tgraph at -O0/-O1/-O2 and torch eager; each round runs every side
-in turn (after a pause, one untimed run, then RUNS timed runs back to back), and the median
-over all timed runs is reported, so a noisy neighbour hits every side alike. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and the step's
-share of it, the split-heads diagram graph at -O2 against the batched build, and the -O2
+in turn (after a pause, one untimed run, then RUNS timed runs back to back, their median the
+round's time), so a noisy neighbour hits every side alike. A ratio is reported as the ratio
+of the medians over rounds, with the range of the rounds' own ratios: the noise any one
+figure carries. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and
+the step's share of it, the split-heads diagram graph at -O2 against the batched build, and the -O2
 pipeline time (passes + kernel compilation) with a cold and a warm kernel cache, each in a
 fresh process.
 
@@ -82,7 +84,8 @@ PAUSE = 0.3
 RUNS = 3
 
 
-def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, float]:
+def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, list[float]]:
+    """Each side's time in each round: the median of its RUNS runs there."""
     for fn in sides.values():  # warm-up: kernels compiled, pages touched
         fn()
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -90,11 +93,22 @@ def interleaved(sides: dict, rounds: int, pause: float = PAUSE) -> dict[str, flo
         for k, fn in sides.items():
             time.sleep(pause)
             fn()
+            runs = []
             for _ in range(RUNS):
                 t0 = time.perf_counter()
                 fn()
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+                runs.append(time.perf_counter() - t0)
+            times[k].append(statistics.median(runs))
+    return times
+
+
+def ratio(ours: list[float], peer: list[float]) -> str:
+    """The ratio of the medians, and the range of the rounds' own ratios (the two sides ran
+    side by side in each round, so a round's ratio is free of the host's drift between
+    rounds; its spread is the noise a single ratio carries)."""
+    each = sorted(a / b for a, b in zip(ours, peer))
+    return (f"{statistics.median(ours) / statistics.median(peer):.2f} "
+            f"(rounds {each[0]:.2f}-{each[-1]:.2f})")
 
 
 def gemm_gflops(n: int = 2048, rounds: int = 5) -> float:
@@ -206,19 +220,21 @@ def main() -> None:
             from jax_gpt import jax_sides
 
             sides.update(jax_sides(cfg, b, t))
-        med = interleaved(sides, args.rounds, args.pause)
+        times = interleaved(sides, args.rounds, args.pause)
+        med = {k: statistics.median(v) for k, v in times.items()}
         print(f"== {name} (B={b}, T={t})")
         for kind in ("forward", "step"):
-            peer = med[f"torch eager {kind}"]
-            print(f"torch eager {kind:<8} {peer * 1e3:9.1f} ms")
+            peer = times[f"torch eager {kind}"]
+            print(f"torch eager {kind:<8} {med[f'torch eager {kind}'] * 1e3:9.1f} ms")
             if args.jax:
-                jx = med[f"jax jit {kind}"]
-                print(f"jax jit {kind:<12} {jx * 1e3:9.1f} ms   ratio {jx / peer:.2f}")
+                jx = times[f"jax jit {kind}"]
+                print(f"jax jit {kind:<12} {med[f'jax jit {kind}'] * 1e3:9.1f} ms   "
+                      f"ratio {ratio(jx, peer)}")
             for level in (0, 1, 2):
-                ours = med[f"tgraph -O{level} {kind}"]
-                vs_jax = f", {ours / med[f'jax jit {kind}']:.2f}x jax" if args.jax else ""
-                print(f"tgraph -O{level} {kind:<8} {ours * 1e3:9.1f} ms   ratio {ours / peer:.2f}"
-                      f"{vs_jax}")
+                ours = times[f"tgraph -O{level} {kind}"]
+                vs_jax = f", {ratio(ours, times[f'jax jit {kind}'])} x jax" if args.jax else ""
+                print(f"tgraph -O{level} {kind:<8} {med[f'tgraph -O{level} {kind}'] * 1e3:9.1f} "
+                      f"ms   ratio {ratio(ours, peer)}{vs_jax}")
         flops = 3 * tg.execute.graph_flops(optimize(g, 1)[0], {"B": b, "T": t})
         step = med["tgraph -O2 step"]
         print(f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
@@ -234,7 +250,7 @@ def main() -> None:
             # since a host's run-to-run noise (±5 % here) is the size of the 5 % target
             m = interleaved(pair, 3 * args.rounds, args.pause)
             print(f"split-heads graph at -O2 / batched build at -O2 (forward, "
-                  f"{3 * args.rounds} rounds): {m['split -O2'] / m['batched -O2']:.3f}")
+                  f"{3 * args.rounds} rounds): {ratio(m['split -O2'], m['batched -O2'])}")
     if not args.no_pipeline:
         (cold_p, cold_k), (warm_p, warm_k) = pipeline_seconds()
         print(f"-O2 pipeline, gpt2-small forward+backward: passes {cold_p:.2f} s + kernels "
