@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import need_float
@@ -261,58 +259,13 @@ class CrossEntropy(OpDef):
         return "CrossEntropy (mean)"
 
     def vjp(self, node, grads):
+        """(softmax(logits) − one_hot(targets)) · g / N, N the number of positions."""
         (logits, targets), g = node.inputs, grads[0]
-        return [tb.apply("cross_entropy_grad", logits, targets, g), None]
+        classes = logits.shape[-1]
+        one_hot = tb.one_hot(targets, classes, dtype=logits.dtype)
+        return [(tb.softmax(logits, -1) - one_hot) * (g / numel(targets, dtype=logits.dtype)),
+                None]
 
     def examples(self, rng):
         return [([rng.standard_normal((*s, 7)) * 2, rng.integers(0, 7, s)], {})
                 for s in ((2, 5), (4,))]
-
-
-@register_op
-class CrossEntropyGrad(OpDef):
-    """cross_entropy's gradient for the loss's cotangent g: (softmax(logits) −
-    one_hot(targets)) · g / N, N the number of positions. One op, as PyTorch's and XLA's loss
-    backward: the NumPy kernel reads each row of logits twice and writes the gradient once,
-    where one_hot, softmax and their scaled difference wrote three [..., C] tensors."""
-
-    fresh_result = True
-
-    name = "cross_entropy_grad"
-    attr_kinds: dict = {}
-    signature = "cross_entropy_grad(logits[..., C], targets: int[...], g: scalar) -> like logits"
-
-    def infer(self, types, **attrs):
-        logits, targets, g = types
-        CrossEntropy().infer([logits, targets])
-        if g.shape != () or g.dtype != logits.dtype:
-            raise ShapeError(f"cross_entropy_grad needs a scalar g of the logits' dtype "
-                             f"{logits.dtype}, got {g}")
-        return logits
-
-    def kernel(self, xp, logits, targets, g):
-        m = logits.max(axis=-1, keepdims=True)
-        e = xp.exp(logits - m)
-        hit = targets[..., None].astype(xp.int64) == xp.arange(logits.shape[-1])
-        return ((e / e.sum(axis=-1, keepdims=True) - hit) * (g / max(targets.size, 1))
-                ).astype(logits.dtype)
-
-    def flops(self, in_shapes, out_shapes, **attrs):
-        return 6 * math.prod(in_shapes[0])
-
-    def label(self, **attrs):
-        return "CrossEntropy′ (softmax − one-hot)"
-
-    def vjp(self, node, grads):
-        """With w the cotangent: d/dlogits = softmax_grad(softmax(logits), w) · g/N; d/dg =
-        Σ w·(softmax − one_hot)/N, this op at g = 1."""
-        (logits, targets, g), w = node.inputs, grads[0]
-        per_position = g / numel(targets, dtype=logits.dtype)
-        d_logits = tb.apply("softmax_grad", tb.softmax(logits, -1), w, axis=-1) * per_position
-        one = logits.graph.const(1.0, name="one", dtype=logits.dtype)
-        return [d_logits, None, tb.sum(w * tb.apply("cross_entropy_grad", logits, targets,
-                                                    one))]
-
-    def examples(self, rng):
-        return [([rng.standard_normal((*s, 7)) * 2, rng.integers(0, 7, s),
-                  np.asarray(rng.standard_normal())], {}) for s in ((2, 5), (4,))]

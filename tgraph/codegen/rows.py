@@ -142,55 +142,31 @@ LAYERNORM_GRAD = """def kernel(r0, r1, x, gamma, g, dx, g_xhat, eps):
 """
 
 # ops/reduce.py's CrossEntropy, per row: log Σ exp(x − max) + max − x[target]; the caller
-# has checked every target is in [0, n) (these loops read x[r, target] unchecked). The
+# has checked every target is in [0, n) (this loop reads x[r, target] unchecked). The
 # exponentials are summed CE_BLOCK at a time in the dtype (float32: vecmath32's exp, 8
 # lanes), the blocks' sums in float64: a gpt2-small row of 50257 logits loses at most
 # (CE_BLOCK − 1)·u to the float32 sums, not 50256·u. A block of fixed length, its tail apart:
 # a loop whose bound is min(j0 + CE_BLOCK, n) did not vectorize. [128, 50257] on one core:
 # 8.1 ms with vecmath's float64 exp, 5.4 ms so.
 CE_BLOCK = 1024
-_ROW_EXP_SUM = """    n = x.shape[1]
-    full = n - n % BLOCK
+CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
+    n = x.shape[1]
+    full = n - n % {block}
     for r in range(r0, r1):
         m = x[r, 0]
         for j in range(1, n):
             m = max(m, x[r, j])
         s = 0.0
-        for j0 in range(0, full, BLOCK):
+        for j0 in range(0, full, {block}):
             part = ACC(0.0)
-            for j in range(j0, j0 + BLOCK):
-                e = exp_row(x[r, j] - m)
-                STORE
-                part += e
+            for j in range(j0, j0 + {block}):
+                part += exp_row(x[r, j] - m)
             s += part
         part = ACC(0.0)
         for j in range(full, n):
-            e = exp_row(x[r, j] - m)
-            STORE
-            part += e
-        s += part
-"""
-
-
-def _exp_sums(store: str) -> str:
-    """Each row's m = max and s = Σ exp(x − max), in blocks; ``store``: a statement run on
-    each e (or ``pass``)."""
-    return _ROW_EXP_SUM.replace("BLOCK", str(CE_BLOCK)).replace("STORE", store)
-
-
-CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
-""" + _exp_sums("pass") + """        out[r] = math.log(s) + m - x[r, targets[r]]
-"""
-
-# ops/reduce.py's CrossEntropyGrad, per row: (e/s − [j = target]) · scale, scale = g/N; the
-# exponentials are kept in ``out`` on the way, so the logits are read twice, the row
-# written once and scaled in place (a row of gpt2-small's 50257 stays in L2)
-CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x, targets, scale, out):
-""" + _exp_sums("out[r, j] = e") + """        w = ACC(scale / s)
-        for j in range(n):
-            out[r, j] = out[r, j] * w
-        out[r, targets[r]] -= ACC(scale)
-"""
+            part += exp_row(x[r, j] - m)
+        out[r] = math.log(s + part) + m - x[r, targets[r]]
+""".replace("{block}", str(CE_BLOCK))
 
 
 # ops/layout.py's ScatterAdd as np.add.at does it: updates added in their order (so the

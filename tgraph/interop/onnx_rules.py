@@ -192,17 +192,6 @@ def _cross_entropy(e, n, ins):
     return e.op("SoftmaxCrossEntropyLoss", [flat, labels], reduction="mean")
 
 
-def _cross_entropy_grad(e, n, ins):
-    """(softmax(logits) − one_hot(targets)) · g / N, N the targets' size read at run time."""
-    logits, targets, g = ins
-    dt = onnx_dtype(_dtype(n))
-    idx = e.op("Unsqueeze", [e.op("Cast", [targets], to=onnx_dtype("int64")), e.ints([-1])])
-    hit = e.op("Cast", [e.op("Equal", [idx, e.ints(list(range(n.inputs[0].shape[-1])))])],
-               to=dt)
-    per_position = e.op("Div", [g, e.op("Cast", [e.op("Size", [targets])], to=dt)])
-    return e.op("Mul", [e.op("Sub", [e.op("Softmax", [logits], axis=-1), hit]), per_position])
-
-
 def _axis_dim(e, x, axis: int):
     """x's size along ``axis`` (-2 or -1 here) as an int64 scalar, read at run time."""
     end = {"end": axis + 1} if axis != -1 else {}
@@ -372,7 +361,6 @@ RULES = {
     "attention": _attention, "attention_grad": _attention_grad,
     "layernorm": _layernorm, "layernorm_grad": _layernorm_grad,
     "cross_entropy": _cross_entropy,
-    "cross_entropy_grad": _cross_entropy_grad,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,
     "split": _split, "slice": _slice, "unslice": _unslice, "broadcast_to": _broadcast_to,
     "gather": _gather, "scatter_add": _scatter_add, "one_hot": _one_hot,
