@@ -28,6 +28,7 @@ _HEADER = """import numpy as np
 from numba import njit
 {math}
 {exp_row}
+from {tail_module} import exp as exp_tail
 ACC = np.{acc}
 
 
@@ -146,8 +147,9 @@ LAYERNORM_GRAD = """def kernel(r0, r1, x, gamma, g, dx, g_xhat, eps):
 # exponentials are summed CE_BLOCK at a time in the dtype (float32: vecmath32's exp, 8
 # lanes), the blocks' sums in float64: a gpt2-small row of 50257 logits loses at most
 # (CE_BLOCK − 1)·u to the float32 sums, not 50256·u. A block of fixed length, its tail apart:
-# a loop whose bound is min(j0 + CE_BLOCK, n) did not vectorize. [128, 50257] on one core:
-# 8.1 ms with vecmath's float64 exp, 5.4 ms so.
+# a loop whose bound is min(j0 + CE_BLOCK, n) did not vectorize; the tail (< CE_BLOCK
+# terms) takes libm's exp, not an inlined one: 0.44 -> 0.32 s of compile time, which a cold
+# -O2 pipeline pays. [128, 50257] on one core: 8.1 ms with vecmath's float64 exp, 5.4 ms so.
 CE_BLOCK = 1024
 CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
     n = x.shape[1]
@@ -164,7 +166,7 @@ CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
             s += part
         part = ACC(0.0)
         for j in range(full, n):
-            part += exp_row(x[r, j] - m)
+            part += exp_tail(x[r, j] - m)
         out[r] = math.log(s + part) + m - x[r, targets[r]]
 """.replace("{block}", str(CE_BLOCK))
 
@@ -187,7 +189,7 @@ def row_kernel(body: str, dtype) -> object:
         math="from tgraph.codegen import vecmath as math" if fast else "import math",
         exp_row=("from tgraph.codegen.vecmath32 import exp as exp_row" if fast
                  else "from math import exp as exp_row"),
-        acc="float32" if fast else "float64",
+        acc="float32" if fast else "float64", tail_module="numpy" if fast else "math",
         flags='{"contract", "nsz", "arcp", "reassoc"}' if fast else "set()") + body
     versions = f"{_VECMATH_VERSION} {MATH_MODULES['f32'][1]}" if fast else ""
     return load_source(f"{text}\n{versions}", lambda: text)
