@@ -334,8 +334,17 @@ def test_products_of_one_input_merge_into_one(heads):
     fb = training_graph(g, "loss", 2)
     assert sum(n.op == "matmul" and (d, 3 * d) in (n.inputs[1].shape, n.output.shape)
                for n in fb.nodes) >= 2  # the forward product and its weight gradient
+    wide_sum = [n for n in fb.nodes if n.op == "add" and n.output.shape[-1] == 3 * d]
+    assert len(wide_sum) == 1 and wide_sum[0].inputs[1].shape == (3 * d,)  # biases: once
     close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
-    assert not any(n.op == "split" for n in optimize(g, 2)[0].nodes)  # forward-only: as is
+    # forward-only: merged where the weights are concatenated anyway (heads drawn one by
+    # one), into one concat of the 3·H pieces; leaf weights are not copied
+    o2 = optimize(g, 2)[0]
+    assert any(n.op == "split" for n in o2.nodes) == (heads == "split")
+    if heads == "split":
+        concats = [n for n in o2.nodes if n.op == "concat" and n.output.shape == (d, 3 * d)]
+        assert len(concats) == 1 and len(concats[0].inputs) == 3 * SMALL["n_heads"]
+    close(tg.run(o2, feeds, params), tg.run(g, feeds, params), 1e-10)
 
 
 def test_a_product_read_as_a_graph_output_keeps_its_value():
@@ -358,7 +367,8 @@ def test_a_product_read_as_a_graph_output_keeps_its_value():
 def test_merged_heads_add_their_biases_before_the_heads_are_split_out():
     """-O2 on heads drawn one by one: after merge_heads, q, k and v get their stacked
     [H, 1, d] biases on a transposed [B, H, T, d] view; bias_before_heads adds them to the
-    [B, T, D] product instead (one contiguous add each). Forward and gradients are -O0's."""
+    [B, T, D] product instead (one contiguous add each), and merged projections add the
+    three once. Forward and gradients are -O0's."""
     g = build_model("gpt", loss=True, dtype="float64", vocab=11, heads="split", **SMALL)
     params, feeds = tg.init_params(g, 5), random_feeds(g, {"B": 2, "T": 8}, 5)
     fwd, report = optimize(g, 2)
@@ -366,7 +376,8 @@ def test_merged_heads_add_their_biases_before_the_heads_are_split_out():
     d, h = SMALL["d_model"], SMALL["n_heads"]
     adds = [n for n in fwd.nodes if n.op == "add" and "self_attn" in n.scope]
     assert not any(n.output.shape[-3:] == (h, "T", d // h) for n in adds)
-    assert sum(n.output.shape == ("B", "T", d) for n in adds) >= 3
+    # then merge_projections adds them once, onto q, k and v's one product
+    assert sum(n.output.shape == ("B", "T", 3 * d) for n in adds) == SMALL["n_layers"]
     close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
     close(tg.run(training_graph(g, "loss", 2), feeds, params),
           tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)

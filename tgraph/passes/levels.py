@@ -6,7 +6,8 @@
          point
     -O2  -O1, then attention's mask and softmax as one op (in a forward-only graph, with its
          two products: one attention op), merged heads' biases added before the heads are
-         split out, transposed products computed
+         split out, products of one input whose weights are concatenated anyway merged into
+         one (merge_projections), transposed products computed
          in their reader's layout, a tied embedding's sparse gradient added onto its dense
          one, and elementwise chains fused into compiled loops (tgraph/codegen)
 
@@ -35,6 +36,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.layout import bias_before_heads, transpose_products
     from tgraph.passes.merge_heads import merge_heads
+    from tgraph.passes.projections import merge_projections
     from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.simplify import cse, dce, fold_constants, fold_layout
 
@@ -59,6 +61,8 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         report["fuse_attention"] = fuse_attention(g)
         report["transpose_products"] = transpose_products(g)
         report["bias_before_heads"] = bias_before_heads(g)
+        report["fold_layout"] += fold_layout(g)  # (a moved bias: one concat, then merged)
+        report["merge_projections"] = merge_projections(g, copy_weights=False)
         report["fold_layout"] += fold_layout(g)
         report["scatter_into_sums"] = scatter_into_sums(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
@@ -69,10 +73,14 @@ def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
     """d loss / d params of ``graph`` as a forward+backward graph compiled at ``level``."""
     from tgraph.autodiff import grad
     from tgraph.passes.attention import fuse_attention, fuse_masked_softmax
+    from tgraph.passes.layout import bias_before_heads
     from tgraph.passes.projections import merge_projections
+    from tgraph.passes.simplify import fold_layout
 
     forward = optimize(graph, min(level, 1))[0]
     if level >= 2:
+        if bias_before_heads(forward):  # the biases then merge with their products
+            fold_layout(forward)
         merge_projections(forward)
         fuse_masked_softmax(forward)
         fuse_attention(forward)  # differentiated as one attention_grad op

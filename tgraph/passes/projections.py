@@ -8,7 +8,9 @@ and the three weight gradients one product, split. When each product's one reade
 bias vector, the biases are concatenated too and added once to the wide product. The
 pieces are views of the wide result; what is copied is the weights, once a run.
 
-That copy is why a forward-only graph is left alone: it buys nothing there (GPT config M
+That copy is why a forward-only graph merges only products whose weights are concats
+already (heads drawn one by one, their weights concatenated by merge_heads; fold_layout
+then makes the two concats one): with weights to copy it buys nothing there (GPT config M
 forward 61.5 vs 60.9 ms) or costs (gpt2-small, 128 rows against 768×2304 weights: 228.6
 vs 220.4 ms), while a training step gains (gpt2-small 651 vs 689 ms, config M 161 vs
 163 ms).
@@ -20,8 +22,9 @@ from tgraph.ir import Graph, Node
 from tgraph.passes.simplify import dce, move_before, replace_values
 
 
-def merge_projections(graph: Graph) -> int:
-    """Rewrite ``graph`` in place; returns how many products were merged into others."""
+def merge_projections(graph: Graph, copy_weights: bool = True) -> int:
+    """Rewrite ``graph`` in place; returns how many products were merged into others.
+    ``copy_weights=False``: only products whose weights are each made by a concat."""
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     users = graph.users()
     outputs = set(map(id, graph.outputs.values()))
@@ -36,17 +39,18 @@ def merge_projections(graph: Graph) -> int:
         # its maker reads only leaves (merged heads' concat of weights) and moves up
         group = [n for n in group if _hoistable(n.inputs[1], position[id(first)], position)
                  and n.inputs[1].dtype == first.inputs[1].dtype
-                 and isinstance(n.inputs[1].shape[1], int)]
+                 and isinstance(n.inputs[1].shape[1], int)
+                 and (copy_weights or _concatenated(n.inputs[1]))]
         if len(group) < 2:
             continue
-        late = [n.inputs[1].node for n in group[1:] if not _ready(n.inputs[1],
-                                                                  position[id(first)], position)]
-        if late:
-            move_before(graph, late, first)
         x = first.inputs[0]
         biased = [_bias_add(n, users, position[id(first)], position) for n in group]
         if not all(biased) or any(id(n.output) in outputs for n in group):
             biased = None  # (a graph output that is a bare product stays one)
+        made = [n.inputs[1] for n in group[1:]] + [b for _, b in biased or ()]
+        late = [v.node for v in made if not _ready(v, position[id(first)], position)]
+        if late:
+            move_before(graph, late, first)
         count = len(graph.nodes)
         with graph.scope(first.scope):
             weights = graph.apply("concat", [n.inputs[1] for n in group], {"axis": 1},
@@ -71,7 +75,7 @@ def merge_projections(graph: Graph) -> int:
 
 def _bias_add(n: Node, users, before: int, position) -> tuple[Node, object] | None:
     """(the add, its bias) when the product's one reader adds it a bias vector made before
-    position ``before``."""
+    position ``before``, or made from leaves only (merged heads' concat of biases)."""
     readers = users[n.output]
     if len(readers) != 1 or readers[0].op != "add":
         return None
@@ -81,9 +85,13 @@ def _bias_add(n: Node, users, before: int, position) -> tuple[Node, object] | No
         return None
     b = others[0]
     if (b.type.rank != 1 or b.shape[0] != n.output.shape[-1] or b.dtype != n.output.dtype
-            or not _ready(b, before, position)):
+            or not _hoistable(b, before, position)):
         return None
     return add, b
+
+
+def _concatenated(w) -> bool:
+    return w.node is not None and w.node.op == "concat"
 
 
 def _hoistable(w, before: int, position: dict[int, int]) -> bool:

@@ -97,15 +97,23 @@ def fold_layout(graph: Graph) -> int:
     - a reshape of a reshape reads the first one's input; a reshape to its input's shape
       is that input;
     - a concat along an axis with only 1s before it, of reshaped vectors, is a reshape of
-      the vectors' concat (row-major order is the same).
+      the vectors' concat (row-major order is the same);
+    - a concat's input that is a concat along the same axis, read by nothing else, gives
+      its pieces instead (merged heads' per-head weights, then merged projections: one
+      copy of the pieces, not two).
 
     Rewrites ``graph`` in place; returns how many nodes changed."""
     outputs = set(map(id, graph.outputs.values()))
+    users = graph.users()
     same: dict[Value, Value] = {}
     nodes: list[Node] = []
     changed = 0
     for n in list(graph.nodes):
         n.inputs = [same.get(v, v) for v in n.inputs]
+        if n.op == "concat":
+            pieces = _inner_concat_pieces(n, users, outputs)
+            changed += len(pieces) != len(n.inputs)
+            n.inputs = pieces
         if n.op == "transpose" and _moves_unit_axes_only(n):
             n.op, n.attrs = "reshape", {"shape": list(n.output.shape)}
             changed += 1
@@ -138,6 +146,21 @@ def _moves_unit_axes_only(n: Node) -> bool:
     perm = n.attrs.get("perm") or list(range(len(shape)))[::-1]
     moved = [p for p in perm if shape[p] != 1]
     return moved == sorted(moved)
+
+
+def _inner_concat_pieces(n: Node, users, outputs) -> list[Value]:
+    """A concat's inputs with each inner concat along the same axis, read by this concat
+    only, replaced by its own inputs."""
+    axis = n.attrs["axis"] % n.output.type.rank
+    pieces = []
+    for v in n.inputs:
+        inner = v.node
+        if (inner is not None and inner.op == "concat" and users.get(v) == [n]
+                and id(v) not in outputs and inner.attrs["axis"] % v.type.rank == axis):
+            pieces.extend(inner.inputs)
+        else:
+            pieces.append(v)
+    return pieces
 
 
 def _reshaped_vectors(n: Node) -> list[Value] | None:
