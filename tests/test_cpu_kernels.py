@@ -306,7 +306,9 @@ def test_gemm_on_strided_views_within_the_dot_product_bound(dtype):
 
 def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
     """A GEMM's rows (or columns) and a batch's products split over the cores: each output
-    element is the same dot product, so one core and two give the same bits."""
+    element is the same dot product, so one core and two give the same bits, wherever the
+    parts are cut (tgraph/parallel.py sizes them by each thread's speed)."""
+    from tgraph import parallel
     from tgraph.codegen import gemm
 
     rng = np.random.default_rng(8)
@@ -315,12 +317,16 @@ def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
              (x[0, :40], rng.standard_normal((256, 3000)).astype(np.float32)),  # by columns
              (x, x.swapaxes(-1, -2)),  # a batch
              (x[:1], x[:1].swapaxes(-1, -2))]  # a batch of one big product: split itself
+    worker = parallel._workers()[0]
     for a, b in cases:
         assert a.shape[-2] * a.shape[-1] * b.shape[-1] >= gemm.SPLIT_MIN
         monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
         serial = gemm.matmul(a, b)
         monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-        np.testing.assert_array_equal(gemm.matmul(a, b), serial)
+        for speed in (1.0, 0.3, 3.0):  # even parts, and parts sized for a slow worker or caller
+            monkeypatch.setattr(worker, "speed", speed)
+            monkeypatch.setattr(parallel, "SPEED_STEP", 0.0)
+            np.testing.assert_array_equal(gemm.matmul(a, b), serial)
 
 
 @pytest.mark.parametrize("choice", ["", "openblas", "mkl"])

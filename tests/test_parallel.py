@@ -22,11 +22,34 @@ def covered(n: int, work: int = 1 << 20) -> list[tuple[int, int, str]]:
 
 def test_every_index_once_over_the_cores(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    monkeypatch.setattr(parallel._workers()[0], "speed", 1.0)  # as fast as the caller
     parts = covered(101)
     assert [p[:2] for p in parts] == [(0, 50), (50, 101)]
     assert {p[2] for p in parts} == {"MainThread", "tgraph-kernel_0"}
     assert [p[:2] for p in covered(101, work=10)] == [(0, 101)]  # small: the caller alone
     assert [p[:2] for p in covered(1)] == [(0, 1)]
+
+
+def test_a_slower_thread_gets_a_smaller_part(monkeypatch):
+    """A worker whose units take twice the caller's time is given a third of the range
+    after a few splits, so both parts end together; the parts still cover it once."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    monkeypatch.setattr(parallel._workers()[0], "speed", 1.0)
+    unit = 2e-5
+
+    def job(lo, hi):  # sleep: the GIL is free, both parts run at once
+        slow = threading.current_thread().name != "MainThread"
+        time.sleep((hi - lo) * unit * (2 if slow else 1))
+
+    for _ in range(25):
+        parallel.split(job, 120, 1 << 20)
+    (lo0, hi0, first), (lo1, hi1, _) = covered(120)
+    assert (lo0, hi0, hi1) == (0, lo1, 120) and first == "MainThread"
+    assert 28 <= hi1 - lo1 <= 50  # a third: 40
+    # a part too short to time leaves the speed alone
+    before = parallel._workers()[0].speed
+    parallel.split(lambda lo, hi: None, 120, 1 << 20)
+    assert parallel._workers()[0].speed == before
 
 
 def test_a_worker_that_went_to_sleep_is_woken(monkeypatch):

@@ -22,11 +22,21 @@ caller waited for the worker to drop it and for Linux to wake it: 60-100 µs a s
 2-core Xeon VM, now ~15 µs. The worker still waits that long for the GIL when it starts a
 part (the caller holds it until its own part enters compiled code): running parts without
 the GIL at all (compiled jobs called by address) is what would remove that.
+
+Parts are sized by how fast each thread has lately been, not split evenly. On a shared
+host one core is at times slowed for seconds (a neighbour on its SMT sibling): in one GPT
+config M training step the caller ran its parts 1.19× as fast as the worker (median over
+the step's splits; another run 0.84×, another 1.0), so an even split waited ~0.45 ms a GEMM
+for the slower half. Each part long enough to time well updates its thread's speed
+relative to the caller's (a moving average), and the next split gives it that share. Every
+kernel split here computes each row or output element by itself, so where the boundaries
+fall changes no result.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import threading
@@ -43,6 +53,12 @@ from numba.extending import intrinsic
 PARALLEL_MIN = 1 << 15
 #: seconds a worker (and a caller waiting for one) watches its flag before sleeping
 SPIN = 2e-3
+#: parts shorter than this (seconds) leave the threads' speeds as they are: start-up
+#: latency would swamp the rate
+TIMED_MIN = 3e-4
+#: weight of the newest part in a thread's speed (a moving average of log speed ratios)
+SPEED_STEP = 0.2
+_SPEED_RANGE = (0.25, 4.0)
 
 _POSTED, _DONE, _WAITING = 0, 8, 16  # flag slots, a cache line apart
 _SAW_POST, _WAKE_CALLER = 1, 2  # what a worker's _finish saw
@@ -169,6 +185,8 @@ class _Worker:
         self.asleep = False
         self.part: tuple | None = None
         self.error: BaseException | None = None
+        self.speed = 1.0  # parts per second, relative to the caller's
+        self.elapsed = 0.0  # seconds the last part ran
         self.rounds = max(1, int(SPIN * _rounds_per_second()))
         threading.Thread(target=self._loop, name=f"tgraph-kernel_{index}", daemon=True).start()
 
@@ -201,10 +219,12 @@ class _Worker:
                     self.wake.acquire()
             seen = int(self.flags[_POSTED])
             job, lo, hi = self.part
+            t0 = time.perf_counter()
             try:
                 job(lo, hi)
             except BaseException as e:  # noqa: BLE001 (re-raised by the caller's join)
                 self.error = e
+            self.elapsed = time.perf_counter() - t0
             state = _finish(self.flags, seen, self.rounds)
             if state & _WAKE_CALLER:
                 self.finished.release()
@@ -239,13 +259,39 @@ def split(job: Callable[[int, int], object], n: int, work: int,
         return
     try:
         helpers = _workers()[:parts - 1]
-        bounds = [n * i // (len(helpers) + 1) for i in range(len(helpers) + 2)]
+        bounds = _bounds(n, [1.0, *(w.speed for w in helpers)])
         for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:]):
             w.post(job, lo, hi)
+        t0 = time.perf_counter()
         try:
             job(bounds[0], bounds[1])
         finally:
+            own = time.perf_counter() - t0
             for w in helpers:
                 w.join()
+        for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:]):
+            _learn(w, (hi - lo) / max(w.elapsed, 1e-9), bounds[1] / max(own, 1e-9),
+                   min(own, w.elapsed))
     finally:
         _busy.release()
+
+
+def _bounds(n: int, speeds: list[float]) -> list[int]:
+    """Cut 0..n (n ≥ len(speeds)) into parts in proportion to the speeds, each at least one
+    unit."""
+    total, cuts, ahead = sum(speeds), [0], 0.0
+    for i, v in enumerate(speeds[:-1]):
+        ahead += v
+        later = len(speeds) - 1 - i  # parts after this cut, one unit each at least
+        cuts.append(min(max(round(n * ahead / total), cuts[-1] + 1), n - later))
+    return [*cuts, n]
+
+
+def _learn(worker: _Worker, rate: float, own_rate: float, shorter: float) -> None:
+    """Move the worker's speed toward ``rate / own_rate`` (units per second, its and the
+    caller's) when both parts ran long enough to time."""
+    if shorter < TIMED_MIN:
+        return
+    ratio = min(max(rate / own_rate, _SPEED_RANGE[0]), _SPEED_RANGE[1])
+    worker.speed = math.exp((1 - SPEED_STEP) * math.log(worker.speed)
+                            + SPEED_STEP * math.log(ratio))
