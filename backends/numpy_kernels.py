@@ -96,6 +96,10 @@ def layernorm(xp, x, g, b, eps=1e-5, out=None):
     return _result(out, dst, x.shape)
 
 
+#: rows whose dγ and dβ parts one kernel call sums (rows.py's LAYERNORM_GRAD)
+LAYERNORM_GRAD_CHUNK = 16
+
+
 def layernorm_grad(xp, x, gamma, g, eps=1e-5):
     from tgraph.codegen.rows import LAYERNORM_GRAD, row_kernel
 
@@ -104,11 +108,14 @@ def layernorm_grad(xp, x, gamma, g, eps=1e-5):
         return get_op("layernorm_grad").kernel(xp, x, gamma, g, eps=eps)
     rows, grads = (np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in (x, g))
     gamma = np.ascontiguousarray(gamma)
-    dx, g_xhat = np.empty_like(rows), np.empty_like(rows)
+    dx = np.empty_like(rows)
+    chunks = -(-len(rows) // LAYERNORM_GRAD_CHUNK)
+    part = np.empty((chunks, 2, rows.shape[1]), np.float64)
     fn = row_kernel(LAYERNORM_GRAD, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, gamma, grads, dx, g_xhat, float(eps)), len(rows),
-          2 * x.size)
-    return dx.reshape(x.shape), g_xhat.reshape(x.shape)
+    split(lambda c0, c1: fn(c0, c1, rows, gamma, grads, dx, part, LAYERNORM_GRAD_CHUNK,
+                            float(eps)), chunks, 2 * x.size)
+    sums = part.sum(axis=0).astype(x.dtype)
+    return dx.reshape(x.shape), sums[0], sums[1]
 
 
 def scatter_add(xp, upd, idx, base=None, shape=(), into=None):

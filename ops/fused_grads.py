@@ -143,28 +143,30 @@ class SoftmaxGrad(OpDef):
 
 
 def layernorm_closed_form(x, gamma, g, eps):
-    """LayerNorm's gradient as graph ops, x̂ recomputed from x: (dx, g·x̂) with
-    dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma."""
+    """LayerNorm's gradient as graph ops, x̂ recomputed from x: (dx, dγ, dβ) with
+    dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma, and dγ, dβ the sums of
+    g·x̂ and g over the leading axes."""
     xc = x - tb.mean(x, -1, keepdims=True)
     rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + eps)
     xhat = xc * rstd
     gh = g * gamma
     dx = (gh - tb.mean(gh, -1, keepdims=True)
           - xhat * tb.mean(gh * xhat, -1, keepdims=True)) * rstd
-    return dx, g * xhat
+    lead = list(range(x.type.rank - 1))
+    return dx, *((tb.sum(v, lead) if lead else v) for v in (g * xhat, g))
 
 
 @register_op
 class LayernormGrad(OpDef):
-    """LayerNorm's gradient from its input: (dx, g·x̂) in one pass over each row, where the
-    closed form is ~15 elementwise ops and 5 row means; dγ and dβ are the sums of g·x̂ and
-    g over the leading axes."""
+    """LayerNorm's gradient from its input: (dx, dγ, dβ) in one pass over each row, where the
+    closed form is ~15 elementwise ops, 5 row means and two sums over the leading axes (dγ
+    and dβ: the sums of g·x̂ and of g, which the row loop adds up as it goes)."""
 
     fresh_result = True
 
     name = "layernorm_grad"
     attr_kinds = {"eps": "eps"}
-    signature = "layernorm_grad(x[..., D], gamma[D], g[..., D], eps=1e-5) -> (dx, g·x̂)"
+    signature = "layernorm_grad(x[..., D], gamma[D], g[..., D], eps=1e-5) -> (dx, dγ, dβ)"
 
     def infer(self, types, eps=1e-5):
         x, gamma, g = types
@@ -172,7 +174,7 @@ class LayernormGrad(OpDef):
         if g != x or gamma.shape != x.shape[-1:] or gamma.dtype != x.dtype:
             raise ShapeError(f"layernorm_grad needs g like x and gamma[{x.shape[-1]}], got "
                              f"{x}, {gamma}, {g}")
-        return [x, x]
+        return [x, gamma, gamma]
 
     def kernel(self, xp, x, gamma, g, eps=1e-5):
         xc = x - x.mean(axis=-1, keepdims=True)
@@ -181,7 +183,8 @@ class LayernormGrad(OpDef):
         gh = g * gamma
         dx = (gh - gh.mean(axis=-1, keepdims=True)
               - xhat * (gh * xhat).mean(axis=-1, keepdims=True)) * rstd
-        return dx, g * xhat
+        lead = tuple(range(x.ndim - 1))
+        return dx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return 16 * math.prod(in_shapes[0])

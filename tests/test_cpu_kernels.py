@@ -489,26 +489,31 @@ def test_attention_grad_kernel_float32_within_its_error_bound(kw, t, s):
 
 @pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split
 def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
-    """(dx, g·x̂) of one row loop against the float64 closed form on the same numbers: the
-    statistics are summed in float64, so each output carries a few float32 roundings of its
-    terms: dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times 8u."""
+    """(dx, dγ, dβ) of one row loop against the float64 closed form on the same numbers: the
+    statistics are summed in float64, so each dx carries a few float32 roundings of its
+    terms: dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times 8u. dγ and dβ are
+    summed in float64 (per chunk of rows, then the chunks) and rounded to float32 once: 2u of
+    the sum of their terms' sizes."""
     rng = np.random.default_rng(12)
     x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
     gamma = rng.standard_normal(shape[-1]).astype(np.float32)
     g = rng.standard_normal(shape).astype(np.float32)
-    dx, g_xhat = KERNELS["layernorm_grad"](np, x, gamma, g, eps=1e-5)
+    dx, dgamma, dbeta = KERNELS["layernorm_grad"](np, x, gamma, g, eps=1e-5)
     x64, gamma64, g64 = (a.astype(np.float64) for a in (x, gamma, g))
-    want_dx, want_gx = get_op("layernorm_grad").kernel(np, x64, gamma64, g64, eps=1e-5)
+    want = get_op("layernorm_grad").kernel(np, x64, gamma64, g64, eps=1e-5)
     xc = x64 - x64.mean(-1, keepdims=True)
     rstd = 1 / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5)
     xhat, gh = xc * rstd, g64 * gamma64
     terms = rstd * (np.abs(gh) + np.abs(gh).mean(-1, keepdims=True)
                     + np.abs(xhat) * np.abs(gh * xhat).mean(-1, keepdims=True))
-    assert dx.dtype == g_xhat.dtype == np.float32
-    assert np.all(np.abs(dx - want_dx) <= 8 * U32 * terms)
-    assert np.all(np.abs(g_xhat - want_gx) <= 4 * U32 * np.abs(want_gx))
+    lead = tuple(range(len(shape) - 1))
+    assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float32
+    assert dgamma.shape == dbeta.shape == shape[-1:]
+    assert np.all(np.abs(dx - want[0]) <= 8 * U32 * terms)
+    assert np.all(np.abs(dgamma - want[1]) <= 2 * U32 * np.abs(g64 * xhat).sum(lead))
+    assert np.all(np.abs(dbeta - want[2]) <= 2 * U32 * np.abs(g64).sum(lead))
     got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, eps=1e-5)
-    for a, b in zip(got64, (want_dx, want_gx)):
+    for a, b in zip(got64, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 

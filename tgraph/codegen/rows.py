@@ -20,6 +20,8 @@ LayerNorm and the softmax gradient sum in float64 whatever the dtype.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from tgraph.codegen.numba_cpu import _VECMATH_VERSION, MATH_MODULES, load_source
@@ -105,41 +107,48 @@ MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale):
 """
 
 # a row's mean and 1/√(variance + eps), summed in float64: LayerNorm's and its gradient's
-_ROW_STATS = """        s = 0.0
-        for j in range(n):
-            s += x[r, j]
-        mu = s / n
-        v = 0.0
-        for j in range(n):
-            d = x[r, j] - mu
-            v += d * d
-        rstd = 1.0 / math.sqrt(v / n + eps)
+_ROW_STATS = """s = 0.0
+for j in range(n):
+    s += x[r, j]
+mu = s / n
+v = 0.0
+for j in range(n):
+    d = x[r, j] - mu
+    v += d * d
+rstd = 1.0 / math.sqrt(v / n + eps)
 """
 
 # ops/reduce.py's Layernorm
 LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
     n = x.shape[1]
     for r in range(r0, r1):
-""" + _ROW_STATS + """        for j in range(n):
+""" + textwrap.indent(_ROW_STATS, " " * 8) + """        for j in range(n):
             out[r, j] = (x[r, j] - mu) * rstd * g[j] + b[j]
 """
 
-# ops/fused_grads.py's LayernormGrad: (dx, g·x̂)
-LAYERNORM_GRAD = """def kernel(r0, r1, x, gamma, g, dx, g_xhat, eps):
+# ops/fused_grads.py's LayernormGrad: dx, and chunk c's sums of g·x̂ and g (dγ's and dβ's
+# parts, float64) into part[c]; rows in chunks of ``chunk``, chunks c0..c1: a part per chunk,
+# not per thread, so the sums are the same however the chunks are shared out
+LAYERNORM_GRAD = """def kernel(c0, c1, x, gamma, g, dx, part, chunk, eps):
     n = x.shape[1]
-    for r in range(r0, r1):
-""" + _ROW_STATS + """        a = 0.0
-        b = 0.0
+    for c in range(c0, c1):
         for j in range(n):
-            gh = g[r, j] * gamma[j]
-            a += gh
-            b += gh * ((x[r, j] - mu) * rstd)
-        a = a / n
-        b = b / n
-        for j in range(n):
-            xh = (x[r, j] - mu) * rstd
-            dx[r, j] = (g[r, j] * gamma[j] - a - xh * b) * rstd
-            g_xhat[r, j] = g[r, j] * xh
+            part[c, 0, j] = 0.0
+            part[c, 1, j] = 0.0
+        for r in range(c * chunk, min(c * chunk + chunk, x.shape[0])):
+""" + textwrap.indent(_ROW_STATS, " " * 12) + """            a = 0.0
+            b = 0.0
+            for j in range(n):
+                gh = g[r, j] * gamma[j]
+                a += gh
+                b += gh * ((x[r, j] - mu) * rstd)
+            a = a / n
+            b = b / n
+            for j in range(n):
+                xh = (x[r, j] - mu) * rstd
+                dx[r, j] = (g[r, j] * gamma[j] - a - xh * b) * rstd
+                part[c, 0, j] += g[r, j] * xh
+                part[c, 1, j] += g[r, j]
 """
 
 # ops/reduce.py's CrossEntropy, per row: log Σ exp(x − max) + max − x[target]; the caller

@@ -166,7 +166,7 @@ def _layernorm(e, n, ins):
 
 
 def _layernorm_grad(e, n, ins):
-    """ops/fused_grads.py's closed form: (dx, g·x̂)."""
+    """ops/fused_grads.py's closed form: (dx, dγ, dβ)."""
     x, gamma, g = ins
     dt = _dtype(n)
 
@@ -181,7 +181,12 @@ def _layernorm_grad(e, n, ins):
     centred = e.op("Sub", [gh, mean(gh)])
     dx = e.op("Mul", [e.op("Sub", [centred, e.op("Mul", [xhat, mean(e.op("Mul", [gh, xhat]))])]),
                       rstd])
-    return [dx, e.op("Mul", [g, xhat])]
+    lead = list(range(n.inputs[0].type.rank - 1))
+
+    def over_lead(v):
+        return reduce(e, "ReduceSum", v, lead, False) if lead else v
+
+    return [dx, over_lead(e.op("Mul", [g, xhat])), over_lead(g)]
 
 
 def _cross_entropy(e, n, ins):
