@@ -13,6 +13,13 @@ import pytest
 from tgraph import parallel
 
 
+@pytest.fixture(autouse=True)
+def even_speeds(monkeypatch):
+    """Each test starts with the worker as fast as the caller (even parts), whatever the
+    kernels that ran before it in this process taught the pool."""
+    monkeypatch.setattr(parallel._workers()[0], "speed", 1.0)
+
+
 def covered(n: int, work: int = 1 << 20) -> list[tuple[int, int, str]]:
     parts = []
     parallel.split(lambda lo, hi: parts.append((lo, hi, threading.current_thread().name)),
@@ -22,7 +29,6 @@ def covered(n: int, work: int = 1 << 20) -> list[tuple[int, int, str]]:
 
 def test_every_index_once_over_the_cores(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    monkeypatch.setattr(parallel._workers()[0], "speed", 1.0)  # as fast as the caller
     parts = covered(101)
     assert [p[:2] for p in parts] == [(0, 50), (50, 101)]
     assert {p[2] for p in parts} == {"MainThread", "tgraph-kernel_0"}
@@ -34,7 +40,6 @@ def test_a_slower_thread_gets_a_smaller_part(monkeypatch):
     """A worker whose units take twice the caller's time is given a third of the range
     after a few splits, so both parts end together; the parts still cover it once."""
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    monkeypatch.setattr(parallel._workers()[0], "speed", 1.0)
     unit = 2e-5
 
     def job(lo, hi):  # sleep: the GIL is free, both parts run at once
