@@ -49,7 +49,7 @@ def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
     scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
-    scratch = np.empty(8, np.int32)
+    scratch = np.empty(8, np.int64)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
@@ -84,7 +84,7 @@ def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, win
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
     that see no key are left as they are (zeros, by the caller)."""
     scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
-    scratch = np.empty(8, np.int32)
+    scratch = np.empty(8, np.int64)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t

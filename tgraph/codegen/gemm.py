@@ -17,7 +17,7 @@ set before NumPy loaded), so one of two cores stayed busy through every fused ke
 followed, and each of those ran at half speed (GPT config M forward: 67 ms so, 57 ms with
 the spin cut short). Here one pool of threads does all the work.
 
-The GEMM is the BLAS that ``blas.py`` binds (MKL when installed, else SciPy's OpenBLAS), on
+The GEMM is the BLAS that ``blas.py`` binds (MKL when installed, else NumPy's OpenBLAS), on
 one thread, called by address from loops that release the GIL. Each output element is the
 BLAS's dot product over K whatever the split, so the result does not depend on the number
 of cores.
@@ -50,16 +50,17 @@ bind()  # the symbols bound before any loop below (or attention's) is compiled o
 @njit(nogil=True, cache=True)
 def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch):
     """Column-major c (m×n) = op(a)·op(b): kind ord('s') or ord('d'), trans letters as codes,
-    a, b, c, alpha, beta as addresses; scratch: an int32[8] the call's integers go through."""
+    a, b, c, alpha, beta as addresses; scratch: an int64[8] the call's integers go through
+    (the BLAS is ILP64, blas.py)."""
     scratch[0], scratch[1], scratch[2], scratch[3] = transa, transb, m, n
     scratch[4], scratch[5], scratch[6], scratch[7] = k, lda, ldb, ldc
     at = scratch.ctypes.data
     if kind == 115:
-        _SGEMM(at, at + 4, at + 8, at + 12, at + 16, alpha, a, at + 20, b, at + 24, beta, c,
-               at + 28)
+        _SGEMM(at, at + 8, at + 16, at + 24, at + 32, alpha, a, at + 40, b, at + 48, beta, c,
+               at + 56)
     else:
-        _DGEMM(at, at + 4, at + 8, at + 12, at + 16, alpha, a, at + 20, b, at + 24, beta, c,
-               at + 28)
+        _DGEMM(at, at + 8, at + 16, at + 24, at + 32, alpha, a, at + 40, b, at + 48, beta, c,
+               at + 56)
 
 
 @njit(nogil=True, cache=True)
@@ -71,7 +72,7 @@ def products(lo, hi, kind, a, a_off, b, b_off, c, m, n, k, flags, lds, one_zero)
     itemsize = one_zero.itemsize
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
     size = m * n * itemsize
-    scratch = np.empty(8, np.int32)
+    scratch = np.empty(8, np.int64)
     for i in range(lo, hi):
         blas_gemm(kind, flags[0], flags[1], n, m, k, one, b + b_off[i], lds[0], a + a_off[i],
                   lds[1], zero, c + i * size, n, scratch)
@@ -83,7 +84,7 @@ def block(lo, hi, by_rows, kind, a, b, c, m, n, k, flags, lds, steps, one_zero):
     steps: the bytes from one row of A, and from one column of B, to the next."""
     itemsize = one_zero.itemsize
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
-    scratch = np.empty(8, np.int32)
+    scratch = np.empty(8, np.int64)
     if by_rows:
         blas_gemm(kind, flags[0], flags[1], n, hi - lo, k, one, b, lds[0], a + lo * steps[0],
                   lds[1], zero, c + lo * n * itemsize, n, scratch)
