@@ -1,5 +1,6 @@
 """tgraph's kernel threads (tgraph/parallel.py): every index once, errors raised in the
-caller, a worker woken after it has gone to sleep, no deadlock when splits nest or race."""
+caller, a worker woken after it has gone to sleep, no deadlock when splits nest or race;
+compiled parts (run without the GIL) likewise, timed as Python parts are."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from numba import carray, cfunc, types
 
 from tgraph import parallel
 
@@ -67,6 +69,47 @@ def test_a_worker_that_went_to_sleep_is_woken(monkeypatch):
         parallel.split(lambda lo, hi: out.__setitem__(slice(lo, hi), out[lo:hi] + 1), 1000,
                        1 << 20)
     assert np.all(out == 200)
+
+
+@cfunc(types.void(types.int64, types.int64, types.CPointer(types.int64)))
+def _count_and_spin(lo, hi, argp):
+    """args: [spins per index, n, a counter per index, a result per index]: each index of
+    lo..hi counted once, after a busy loop as long as its share of the range."""
+    head = carray(argp, (2,))
+    args = carray(argp, (2 + 2 * head[1],))
+    acc = 0
+    for i in range(lo * head[0], hi * head[0]):
+        acc = (acc * 31 + i) % 1000003
+    for i in range(lo, hi):
+        args[2 + i] += 1
+        args[2 + head[1] + i] = acc  # kept: the loop is not optimised away
+
+
+def _compiled_counter(n: int, spins: int) -> parallel.CompiledJob:
+    return parallel.CompiledJob(_count_and_spin.address, np.array([spins, n] + [0] * 2 * n))
+
+
+def test_compiled_parts_cover_every_index_once_and_are_timed(monkeypatch):
+    """A CompiledJob's parts: the worker runs one from its watch loop (also after it went to
+    sleep, and back to back), every index once; its time, read from the cycle counter, is
+    in seconds like the caller's (the two parts of an even split take about as long)."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    job = _compiled_counter(200, 20_000)
+    parallel.split(job, 200, 1 << 20)
+    assert np.all(job.args[2:202] == 1)
+    worker = parallel._workers()[0]
+    assert worker.flags[parallel._JOB] == job.address  # posted as compiled, run there
+    if parallel._ticks_per_second() > 0:
+        alone = _compiled_counter(100, 20_000)
+        t0 = time.perf_counter()
+        alone(0, 100)  # as long as one half, on the caller alone
+        seconds = time.perf_counter() - t0
+        assert 0.1 * seconds < worker.elapsed < 10 * seconds  # seconds, not ticks or ms
+    time.sleep(5 * parallel.SPIN)  # asleep on its semaphore
+    for _ in range(50):
+        parallel.split(job, 200, 1 << 20)
+    assert np.all(job.args[2:202] == 51)
+    assert len(covered(10)) == 2  # a Python part after compiled ones
 
 
 def test_an_error_in_a_workers_part_is_raised_by_the_caller(monkeypatch):

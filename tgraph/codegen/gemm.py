@@ -28,10 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
+from numba import carray, cfunc, njit, types
 
 from tgraph.codegen.blas import bind, one_thread
-from tgraph.parallel import cores, split
+from tgraph.parallel import CompiledJob, cores, split
 
 #: multiply-adds below which a GEMM runs on the calling thread only (waking a thread costs
 #: more than half of it)
@@ -63,34 +63,56 @@ def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
                at + 56)
 
 
-@njit(nogil=True, cache=True)
-def products(lo, hi, kind, a, a_off, b, b_off, c, m, n, k, flags, lds, one_zero):
+# A split GEMM's part is a CompiledJob: a C function of (lo, hi, int64 *args) that a worker
+# thread calls without taking the GIL. Both read the same header of args:
+_KIND, _A, _B, _C, _M, _N, _K, _FLAG_B, _FLAG_A, _LD_B, _LD_A, _ONE, _ITEMSIZE = range(13)
+_JOB_SIGNATURE = types.void(types.int64, types.int64, types.CPointer(types.int64))
+
+
+def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
+            read_a: tuple[int, int], read_b: tuple[int, int], one_zero: np.ndarray) -> list:
+    """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
+    leading dimension (as the column-major GEMM reads them), where [1, 0] lies (alpha and
+    beta; the caller keeps one_zero alive)."""
+    kind = ord("d" if a.dtype == np.float64 else "s")
+    return [kind, a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, read_b[0], read_a[0],
+            read_b[1], read_a[1], one_zero.ctypes.data, a.itemsize]
+
+
+@cfunc(_JOB_SIGNATURE, cache=True)
+def _products(lo, hi, argp):
     """Row-major c[i] (m×n, contiguous) = A_i @ B_i for i in lo..hi, as the column-major GEMM
-    c[i]ᵀ = B_iᵀ·A_iᵀ; flags and lds: B's then A's transpose letter and leading dimension;
-    a_off/b_off: each product's byte offsets into a and b; one_zero: [1, 0] in the dtype
-    (alpha and beta)."""
-    itemsize = one_zero.itemsize
-    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
-    size = m * n * itemsize
+    c[i]ᵀ = B_iᵀ·A_iᵀ. After the header: a count, then each product's byte offset into a,
+    then into b."""
+    count = carray(argp, (_ITEMSIZE + 2,))[_ITEMSIZE + 1]
+    args = carray(argp, (_ITEMSIZE + 2 + 2 * count,))
+    a_off, b_off = _ITEMSIZE + 2, _ITEMSIZE + 2 + count
+    m, n, itemsize, one = args[_M], args[_N], args[_ITEMSIZE], args[_ONE]
     scratch = np.empty(8, np.int64)
     for i in range(lo, hi):
-        blas_gemm(kind, flags[0], flags[1], n, m, k, one, b + b_off[i], lds[0], a + a_off[i],
-                  lds[1], zero, c + i * size, n, scratch)
+        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], n, m, args[_K], one,
+                  args[_B] + args[b_off + i], args[_LD_B], args[_A] + args[a_off + i],
+                  args[_LD_A], one + itemsize, args[_C] + i * m * n * itemsize, n, scratch)
 
 
-@njit(nogil=True, cache=True)
-def block(lo, hi, by_rows, kind, a, b, c, m, n, k, flags, lds, steps, one_zero):
-    """Rows lo..hi of row-major c (m×n) = A @ B, or its columns lo..hi (by_rows False);
-    steps: the bytes from one row of A, and from one column of B, to the next."""
-    itemsize = one_zero.itemsize
-    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + itemsize
+@cfunc(_JOB_SIGNATURE, cache=True)
+def _block(lo, hi, argp):
+    """Units lo..hi (of _BLOCK rows, or columns) of row-major c (m×n) = A @ B. After the
+    header: 1 to split rows (0: columns), the bytes from one row of A, and from one column
+    of B, to the next."""
+    args = carray(argp, (_ITEMSIZE + 4,))
+    m, n, itemsize, one = args[_M], args[_N], args[_ITEMSIZE], args[_ONE]
+    by_rows, step_a, step_b = args[_ITEMSIZE + 1], args[_ITEMSIZE + 2], args[_ITEMSIZE + 3]
+    lo, hi = lo * _BLOCK, min(hi * _BLOCK, m if by_rows else n)
     scratch = np.empty(8, np.int64)
     if by_rows:
-        blas_gemm(kind, flags[0], flags[1], n, hi - lo, k, one, b, lds[0], a + lo * steps[0],
-                  lds[1], zero, c + lo * n * itemsize, n, scratch)
+        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], n, hi - lo, args[_K], one,
+                  args[_B], args[_LD_B], args[_A] + lo * step_a, args[_LD_A], one + itemsize,
+                  args[_C] + lo * n * itemsize, n, scratch)
     else:
-        blas_gemm(kind, flags[0], flags[1], hi - lo, m, k, one, b + lo * steps[1], lds[0], a,
-                  lds[1], zero, c + lo * itemsize, n, scratch)
+        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], hi - lo, m, args[_K], one,
+                  args[_B] + lo * step_b, args[_LD_B], args[_A], args[_LD_A], one + itemsize,
+                  args[_C] + lo * itemsize, n, scratch)
 
 
 def _operand(x: np.ndarray) -> tuple[int, int] | None:
@@ -142,10 +164,6 @@ def batch_offsets(lead: tuple, *arrays: np.ndarray) -> np.ndarray:
                      for x in arrays], np.int64).reshape(len(arrays), -1)
 
 
-def _kind_and_scalars(x: np.ndarray):
-    return np.int8(ord("d" if x.dtype == np.float64 else "s")), np.array([1, 0], x.dtype)
-
-
 def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """out (contiguous) = a @ b, split over the cores; False when an operand has no
     contiguous axis."""
@@ -153,18 +171,13 @@ def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     if read_a is None or read_b is None:
         return False
     (m, k), n = a.shape, b.shape[1]
-    flags = np.array([read_b[0], read_a[0]], np.int8)
-    lds = np.array([read_b[1], read_a[1]], np.int64)
     row_a = read_a[1] if read_a[0] == ord("N") else 1  # elements from one row of A to the next
     col_b = 1 if read_b[0] == ord("N") else read_b[1]
-    steps = np.array([row_a, col_b], np.int64) * a.itemsize
-    kind, one_zero = _kind_and_scalars(a)
+    one_zero = np.array([1, 0], a.dtype)
     by_rows = m >= n
-    size = m if by_rows else n
-    args = (by_rows, kind, a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, flags, lds,
-            steps, one_zero)
-    split(lambda lo, hi: block(lo * _BLOCK, min(hi * _BLOCK, size), *args),
-          -(-size // _BLOCK), m * n * k, min_work=SPLIT_MIN)
+    job = CompiledJob(_block.address, _header(a, b, out, m, n, k, read_a, read_b, one_zero)
+                      + [by_rows, row_a * a.itemsize, col_b * a.itemsize])
+    split(job, -(-(m if by_rows else n) // _BLOCK), m * n * k, min_work=SPLIT_MIN)
     return True
 
 
@@ -181,11 +194,9 @@ def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
         for i in np.ndindex(lead):
             _one(a[i], b[i], out[i])
         return out
-    flags = np.array([read_b[0], read_a[0]], np.int8)
-    lds = np.array([read_b[1], read_a[1]], np.int64)
-    a_off, b_off = batch_offsets(lead, a, b)
-    kind, one_zero = _kind_and_scalars(a)
-    split(lambda lo, hi: products(lo, hi, kind, a.ctypes.data, a_off, b.ctypes.data, b_off,
-                                  out.ctypes.data, m, n, k, flags, lds, one_zero),
-          count, count * m * n * k, min_work=SPLIT_MIN)
+    one_zero = np.array([1, 0], a.dtype)
+    job = CompiledJob(_products.address, np.concatenate([
+        _header(a, b, out, m, n, k, read_a, read_b, one_zero), [count],
+        batch_offsets(lead, a, b).ravel()]))
+    split(job, count, count * m * n * k, min_work=SPLIT_MIN)
     return out
