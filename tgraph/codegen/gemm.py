@@ -18,7 +18,8 @@ followed, and each of those ran at half speed (GPT config M forward: 67 ms so, 5
 the spin cut short). Here one pool of threads does all the work.
 
 The GEMM is the BLAS that ``blas.py`` binds (MKL when installed, else NumPy's OpenBLAS), on
-one thread, called by address from loops that release the GIL. Each output element is the
+one thread, called by address from compiled parts (``parallel.CompiledJob``) that a worker
+thread runs without ever taking the GIL. Each output element is the
 BLAS's dot product over K whatever the split, so the result does not depend on the number
 of cores.
 """
