@@ -1,5 +1,6 @@
 """Faults: a killed `tgraph render` takes its `dot` child with it (SIGTERM and SIGKILL), a
-SIGTERM'd `tgraph train` leaves no temporary file, and the next run removes what a
+SIGTERM'd `tgraph train` leaves no temporary file, a SIGTERM in the middle of writing
+weights exits as the signal asks once the file is whole, and the next run removes what a
 SIGKILL left. Real processes and real signals; no timing is asserted, only states."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tgraph as tg
@@ -94,6 +96,32 @@ def test_sigterm_during_train_leaves_no_temp_files(tmp_path):
     assert p.returncode == 128 + signal.SIGTERM and b"Traceback" not in err, err.decode()[-2000:]
     assert temp_files_of(out) == [] and not list(tmp_path.glob(".*.tmp"))
     tg.load_weights(out)  # the last complete checkpoint
+
+
+def test_sigterm_while_weights_are_written_ends_after_the_file(tmp_path, monkeypatch):
+    """The signal lands inside np.savez's zip member (where unwinding made zipfile raise
+    ValueError over the exit): the CLI's handler's SystemExit comes once the file is
+    complete, and no temporary file is left."""
+    from tgraph.cli.common import _terminated
+
+    write_array = np.lib.format.write_array
+
+    def interrupted(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return write_array(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", interrupted)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            tg.save_weights({"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3)},
+                            tmp_path / "w.npz")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exit_.value.code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert temp_files_of(tmp_path / "w.npz") == [] and not list(tmp_path.glob(".*.tmp"))
+    assert np.array_equal(tg.load_weights(tmp_path / "w.npz")["w"], np.arange(6.0).reshape(2, 3))
 
 
 def test_train_removes_what_a_killed_run_left(tmp_path):

@@ -16,6 +16,8 @@ import json
 import math
 import os
 import secrets
+import signal
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,8 +231,27 @@ def load_graph(path: str | os.PathLike) -> Graph:
 
 
 def save_weights(params: dict, path: str | os.PathLike) -> None:
-    with atomic_write(path, "wb") as f:
+    with _sigterm_held(), atomic_write(path, "wb") as f:
         np.savez(f, **{k: np.asarray(v) for k, v in params.items()})
+
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """A SIGTERM that arrives in the block is acted on when it ends. np.savez's zip writer
+    cannot unwind from inside a member: its close then raises ValueError over the CLI's
+    SystemExit (a traceback and exit 1 instead of 143, seen when `train` was stopped during
+    a checkpoint). So the file is finished, then the signal's handler runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run, and can only be set, on the main thread
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if caught:
+            signal.raise_signal(signal.SIGTERM)  # to the handler that was there before
 
 
 def load_weights(path: str | os.PathLike, graph: Graph | None = None) -> dict[str, np.ndarray]:
