@@ -68,16 +68,18 @@ def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 # thread calls without taking the GIL. Both read the same header of args:
 _KIND, _A, _B, _C, _M, _N, _K, _FLAG_B, _FLAG_A, _LD_B, _LD_A, _ONE, _ITEMSIZE = range(13)
 _JOB_SIGNATURE = types.void(types.int64, types.int64, types.CPointer(types.int64))
+#: alpha and beta, [1, 0] in each dtype, alive as long as the module (parts read them by
+#: address)
+_ONE_ZERO = {np.dtype(t): np.array([1, 0], t) for t in (np.float32, np.float64)}
 
 
 def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
-            read_a: tuple[int, int], read_b: tuple[int, int], one_zero: np.ndarray) -> list:
+            read_a: tuple[int, int], read_b: tuple[int, int]) -> list:
     """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
-    leading dimension (as the column-major GEMM reads them), where [1, 0] lies (alpha and
-    beta; the caller keeps one_zero alive)."""
+    leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
     kind = ord("d" if a.dtype == np.float64 else "s")
     return [kind, a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, read_b[0], read_a[0],
-            read_b[1], read_a[1], one_zero.ctypes.data, a.itemsize]
+            read_b[1], read_a[1], _ONE_ZERO[a.dtype].ctypes.data, a.itemsize]
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
@@ -174,9 +176,8 @@ def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     (m, k), n = a.shape, b.shape[1]
     row_a = read_a[1] if read_a[0] == ord("N") else 1  # elements from one row of A to the next
     col_b = 1 if read_b[0] == ord("N") else read_b[1]
-    one_zero = np.array([1, 0], a.dtype)
     by_rows = m >= n
-    job = CompiledJob(_block.address, _header(a, b, out, m, n, k, read_a, read_b, one_zero)
+    job = CompiledJob(_block.address, _header(a, b, out, m, n, k, read_a, read_b)
                       + [by_rows, row_a * a.itemsize, col_b * a.itemsize])
     split(job, -(-(m if by_rows else n) // _BLOCK), m * n * k, min_work=SPLIT_MIN)
     return True
@@ -195,9 +196,8 @@ def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
         for i in np.ndindex(lead):
             _one(a[i], b[i], out[i])
         return out
-    one_zero = np.array([1, 0], a.dtype)
     job = CompiledJob(_products.address, np.concatenate([
-        _header(a, b, out, m, n, k, read_a, read_b, one_zero), [count],
+        _header(a, b, out, m, n, k, read_a, read_b), [count],
         batch_offsets(lead, a, b).ravel()]))
     split(job, count, count * m * n * k, min_work=SPLIT_MIN)
     return out
