@@ -29,6 +29,7 @@ import numpy as np
 import tgraph as tg
 from tgraph.feeds import random_feeds
 from tgraph.models import build_model
+from tgraph.params import pack_params
 from tgraph.passes import optimize, training_graph
 
 CONFIGS = {
@@ -47,8 +48,10 @@ def tgraph_sides(cfg, b, t, heads="batched"):
     for level in (0, 1, 2):
         fwd = tg.Executable(optimize(g, level)[0])
         step = tg.Executable(training_graph(g, "loss", level))
-        sides[f"tgraph -O{level} forward"] = lambda ex=fwd: ex.run_device(feeds, params)
-        sides[f"tgraph -O{level} step"] = lambda ex=step: ex.run_device(feeds, params)
+        sides[f"tgraph -O{level} forward"] = lambda ex=fwd, p=pack_params(fwd.graph, params): \
+            ex.run_device(feeds, p)
+        sides[f"tgraph -O{level} step"] = lambda ex=step, p=pack_params(step.graph, params): \
+            ex.run_device(feeds, p)
     return sides, g
 
 
@@ -164,6 +167,7 @@ def tgraph_step(cfg, b, t):
     g = build_model("gpt", loss=True, **cfg)
     params, feeds = tg.init_params(g, 0), random_feeds(g, {"B": b, "T": t}, 0)
     ex = tg.Executable(training_graph(g, "loss", 2))
+    params = pack_params(ex.graph, params)
     return lambda: ex.run_device(feeds, params)
 
 

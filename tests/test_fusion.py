@@ -352,6 +352,37 @@ def test_products_of_one_input_merge_into_one(heads):
     close(tg.run(o2, feeds, params), tg.run(g, feeds, params), 1e-10)
 
 
+def test_packed_weights_make_the_merged_concat_a_view():
+    """pack_params lays the weights an -O2 graph concatenates every run (the heads'
+    projections merged into one product) into one array each: the concat is then a view
+    of it, holding the same values; the run's outputs are the unpacked run's bit for bit;
+    the caller's arrays are left as they were and the packed ones take the graph's dtype."""
+    from tgraph.ir import PARAM
+
+    g = build_model("gpt", loss=True, vocab=11, **SMALL)
+    params, feeds = tg.init_params(g, 4), random_feeds(g, {"B": 2, "T": 8}, 4)
+    o2 = optimize(g, 2)[0]
+    joins = [n for n in o2.nodes
+             if n.op == "concat" and all(v.kind == PARAM for v in n.inputs)]
+    assert joins
+    given = {k: a.astype(np.float64) for k, a in params.items()}
+    packed = tg.pack_params(o2, given)
+    joined = {v.name for n in joins for v in n.inputs}
+    assert all(given[k].dtype == np.float64 for k in given)
+    assert all(packed[k].dtype == np.float32 for k in joined)
+    assert all(packed[k] is given[k] for k in given if k not in joined)
+    ex = tg.Executable(o2)
+    seen = {}
+    out = ex.run(feeds, packed, observe=lambda n, outs: seen.update({n: outs[0]}))
+    for n in joins:
+        assert np.shares_memory(seen[n], packed[n.inputs[0].name])  # no copy
+        np.testing.assert_array_equal(
+            seen[n], np.concatenate([params[v.name] for v in n.inputs], n.attrs["axis"]))
+    ref = ex.run(feeds, params)
+    for k in ref:
+        np.testing.assert_array_equal(out[k], ref[k])
+
+
 def test_a_product_read_as_a_graph_output_keeps_its_value():
     from tgraph.passes.projections import merge_projections
 

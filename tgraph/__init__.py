@@ -19,10 +19,10 @@ from tgraph.errors import TGraphError
 from tgraph.execute import Executable, run
 from tgraph.io import load_graph, load_weights, save_graph, save_weights
 from tgraph.ir import Graph, Node, Value
-from tgraph.params import init_params
+from tgraph.params import init_params, pack_params
 from tgraph.types import TensorType
 
 __version__ = "0.1.0"
 
 __all__ = ["Executable", "Graph", "Node", "TensorType", "TGraphError", "Value", "init_params",
-           "load_graph", "load_weights", "run", "save_graph", "save_weights"]
+           "load_graph", "load_weights", "pack_params", "run", "save_graph", "save_weights"]

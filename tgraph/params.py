@@ -63,3 +63,28 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
             raise TGraphError(f"parameter {p.name!r}: unknown init {dist!r}")
         out[p.name] = a.astype(p.dtype)
     return out
+
+
+def pack_params(graph: Graph, params: dict) -> dict:
+    """``params`` laid out for ``graph``: the parameters a concat joins (the heads'
+    projections that -O2 merges into one GEMM) copied once into one array, in the concat's
+    order, each now a view of it, so that the concat is a view each run and not a copy
+    (gpt2-small's forward at -O2 copied 7 MB a layer so: 11.8 ms of 220). Values and dtypes
+    are the graph's; every other entry is the caller's own array. A parameter two concats
+    join stays in the last one's array: the other then copies, as before."""
+    from tgraph.ir import PARAM
+
+    out = dict(params)
+    for n in graph.nodes:
+        group = n.inputs
+        if (n.op != "concat" or len(group) < 2 or len({v.name for v in group}) < len(group)
+                or any(v.kind != PARAM or v.name not in params for v in group)):
+            continue
+        axis = n.attrs.get("axis", 0) % group[0].type.rank
+        joined = np.concatenate([np.asarray(params[v.name], v.dtype) for v in group], axis)
+        lo = 0
+        for v in group:
+            hi = lo + out[v.name].shape[axis]
+            out[v.name] = joined[(slice(None),) * axis + (slice(lo, hi),)]
+            lo = hi
+    return out
