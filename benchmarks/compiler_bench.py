@@ -250,8 +250,9 @@ def main() -> None:
             split, _ = tgraph_sides(cfg, b, t, heads="split")
             pair = {"split -O2": split["tgraph -O2 forward"],
                     "batched -O2": sides["tgraph -O2 forward"]}
-            # the graphs differ by 24 small concats (~1 ms of ~60): three times the rounds,
-            # since a host's run-to-run noise (±5 % here) is the size of the 5 % target
+            # the graphs differ per layer: the split build's one merged product (its weights'
+            # concat a view, packed) against the batched build's three: three times the
+            # rounds, since a host's run-to-run noise (±5 % here) is the size of the 5 % target
             m = interleaved(pair, 3 * args.rounds, args.pause)
             print(f"split-heads graph at -O2 / batched build at -O2 (forward, "
                   f"{3 * args.rounds} rounds): {ratio(m['split -O2'], m['batched -O2'])}")
