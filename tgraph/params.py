@@ -66,12 +66,12 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def pack_params(graph: Graph, params: dict) -> dict:
-    """``params`` laid out for ``graph``: the parameters a concat joins (the heads'
-    projections that -O2 merges into one GEMM) copied once into one array, in the concat's
-    order, each now a view of it, so that the concat is a view each run and not a copy
-    (gpt2-small's forward at -O2 copied 7 MB a layer so: 11.8 ms of 220). Values and dtypes
-    are the graph's; every other entry is the caller's own array. A parameter two concats
-    join stays in the last one's array: the other then copies, as before."""
+    """``params`` (NumPy arrays) laid out for ``graph``: the parameters a concat joins (the
+    heads' projections that -O2 merges into one GEMM) copied once into one array, in the
+    concat's order, each now a view of it, so that the concat is a view each run and not a
+    copy (gpt2-small's forward at -O2 copied 7 MB a layer so: 11.8 ms of 220). Values and
+    dtypes are the graph's; every other entry is the caller's own array. A parameter two
+    concats join stays in the last one's array: the other then copies, as before."""
     from tgraph.ir import PARAM
 
     out = dict(params)
