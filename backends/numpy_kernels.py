@@ -23,6 +23,8 @@ returns a fresh array instead.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from tgraph.ops.registry import get_op
@@ -170,9 +172,32 @@ def attention_grad(xp, q, k, v, g, causal=False, window=0, scale=1.0):
     return res
 
 
+#: concats found side by side, by their inputs' ids: (weak references to the inputs, their
+#: layouts, to the result, its shape). A packed dict's weights (tg.pack_params) are the
+#: same views of one array every run; checking 36 heads again by address took 100-190 µs a
+#: concat, and the result, that array, lives as long as they do.
+_SIDE_BY_SIDE: dict[tuple, tuple] = {}
+_SIDE_BY_SIDE_MAX = 1024
+
+
 def concat(xp, *xs, axis):
+    key = (axis, *map(id, xs))
+    known = _SIDE_BY_SIDE.get(key)
+    # a view's memory stays where it is (it cannot be resized): the same objects with the
+    # same layout are side by side again
+    if known is not None and all(r() is x for r, x in zip(known[0], xs)) \
+            and known[1] == [(x.shape, x.strides) for x in xs]:
+        joined = known[2]()  # alive while the inputs are, when it is their base
+        return np.lib.stride_tricks.as_strided(xs[0], known[3], xs[0].strides) \
+            if joined is None else joined
     joined = side_by_side(xs, axis)
-    return get_op("concat").kernel(xp, *xs, axis=axis) if joined is None else joined
+    if joined is None:
+        return get_op("concat").kernel(xp, *xs, axis=axis)
+    if len(_SIDE_BY_SIDE) >= _SIDE_BY_SIDE_MAX:
+        _SIDE_BY_SIDE.clear()
+    _SIDE_BY_SIDE[key] = ([weakref.ref(x) for x in xs], [(x.shape, x.strides) for x in xs],
+                          weakref.ref(joined), joined.shape)
+    return joined
 
 
 def side_by_side(xs, axis: int) -> np.ndarray | None:
@@ -192,6 +217,10 @@ def side_by_side(xs, axis: int) -> np.ndarray | None:
             return None
         at += x.shape[ax] * x.strides[ax]
     shape = (*first.shape[:ax], sum(x.shape[ax] for x in xs), *others[ax:])
+    base = first.base
+    if (isinstance(base, np.ndarray) and base.shape == shape and base.strides == first.strides
+            and base.ctypes.data == first.ctypes.data):
+        return base  # the whole array they were cut from (pack_params' weights)
     return np.lib.stride_tricks.as_strided(first, shape, first.strides)
 
 

@@ -517,6 +517,26 @@ def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
+def test_concat_remembers_views_side_by_side_and_checks_them_each_time():
+    """Views cut side by side from one array (pack_params' weights) concatenate to that
+    array, the first time and when the same views come again (remembered by identity);
+    other arrays in their place, reordered views, or new arrays after the views are gone
+    (their ids free for reuse) give np.concatenate's values."""
+    base = np.arange(24, dtype=np.float32).reshape(4, 6).copy()  # owns its memory
+    parts = [base[:, :2], base[:, 2:4], base[:, 4:]]
+    assert KERNELS["concat"](np, *parts, axis=1) is base
+    assert KERNELS["concat"](np, *parts, axis=1) is base
+    for xs in (parts[::-1], [parts[0], parts[1], np.full((4, 2), 7, np.float32)]):
+        got = KERNELS["concat"](np, *xs, axis=1)
+        np.testing.assert_array_equal(got, np.concatenate(xs, 1))
+        assert not np.shares_memory(got, base)
+    del parts, base
+    for _ in range(3):
+        fresh = [np.full((4, 2), float(j), np.float32) for j in range(3)]
+        np.testing.assert_array_equal(KERNELS["concat"](np, *fresh, axis=1),
+                                      np.concatenate(fresh, 1))
+
+
 def test_concat_of_views_side_by_side_is_a_view_and_anything_else_a_copy():
     """attention_grad lays dq, dk, dv out as [B, T, 3, H, D]: merged back into [B, T, 3·H·D]
     their concat is that buffer (no copy). Views out of order, with a gap, of two arrays or
