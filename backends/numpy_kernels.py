@@ -172,10 +172,10 @@ def attention_grad(xp, q, k, v, g, causal=False, window=0, scale=1.0):
     return res
 
 
-#: concats found side by side, by their inputs' ids: (weak references to the inputs, their
-#: layouts, to the result, its shape). A packed dict's weights (tg.pack_params) are the
-#: same views of one array every run; checking 36 heads again by address took 100-190 µs a
-#: concat, and the result, that array, lives as long as they do.
+#: concats whose inputs were cut side by side from one whole array, by their inputs' ids:
+#: (weak references to the inputs, their layouts, to that array). A packed dict's weights
+#: (tg.pack_params) are the same views every run; checking 36 heads again by address took
+#: 100-190 µs a concat. The array lives as long as its views do.
 _SIDE_BY_SIDE: dict[tuple, tuple] = {}
 _SIDE_BY_SIDE_MAX = 1024
 
@@ -184,19 +184,18 @@ def concat(xp, *xs, axis):
     key = (axis, *map(id, xs))
     known = _SIDE_BY_SIDE.get(key)
     # a view's memory stays where it is (it cannot be resized): the same objects with the
-    # same layout are side by side again
+    # same layout are that array again
     if known is not None and all(r() is x for r, x in zip(known[0], xs)) \
             and known[1] == [(x.shape, x.strides) for x in xs]:
-        joined = known[2]()  # alive while the inputs are, when it is their base
-        return np.lib.stride_tricks.as_strided(xs[0], known[3], xs[0].strides) \
-            if joined is None else joined
+        return known[2]()
     joined = side_by_side(xs, axis)
     if joined is None:
         return get_op("concat").kernel(xp, *xs, axis=axis)
-    if len(_SIDE_BY_SIDE) >= _SIDE_BY_SIDE_MAX:
-        _SIDE_BY_SIDE.clear()
-    _SIDE_BY_SIDE[key] = ([weakref.ref(x) for x in xs], [(x.shape, x.strides) for x in xs],
-                          weakref.ref(joined), joined.shape)
+    if joined.base is None:  # the whole array (a strided view is rebuilt each time)
+        if len(_SIDE_BY_SIDE) >= _SIDE_BY_SIDE_MAX:
+            _SIDE_BY_SIDE.clear()
+        _SIDE_BY_SIDE[key] = ([weakref.ref(x) for x in xs], [(x.shape, x.strides) for x in xs],
+                              weakref.ref(joined))
     return joined
 
 

@@ -54,28 +54,30 @@ def bench(graph: Graph, dims: dict | None = None, backend: str = "numpy", level:
     t0 = time.perf_counter()
     forward = executable(optimize(graph, level)[0], backend)
     compile_s = time.perf_counter() - t0
+
     def laid_out(ex):  # heads' weights in one array each where the host runs the graph
         numpy = isinstance(ex, Executable) and ex.backend.name == "numpy"
         return pack_params(ex.graph, params) if numpy else params
 
     say("timing the forward pass")
-    fwd_ms, warm_s = _median_ms(forward, feeds, laid_out(forward), env, repeats)
+    timed, timed_params, step_ms = forward, laid_out(forward), None
+    fwd_ms, warm_s = _median_ms(forward, feeds, timed_params, env, repeats)
     compile_s += warm_s
-    timed, step_ms = forward, None
     if has_step:
         say(f"compiling the forward+backward graph at -O{level}")
         t0 = time.perf_counter()
         timed = executable(training_graph(graph, loss, level), backend)
         compile_s += time.perf_counter() - t0
         say("timing the forward+backward step")
-        step_ms, warm_s = _median_ms(timed, feeds, laid_out(timed), env, repeats)
+        timed_params = laid_out(timed)
+        step_ms, warm_s = _median_ms(timed, feeds, timed_params, env, repeats)
         compile_s += warm_s
     ours = isinstance(timed, Executable)
     if ours:
         say("measuring peak memory")
     return BenchResult(
         forward_ms=fwd_ms, step_ms=step_ms, compile_s=compile_s,
-        peak_mb=_peak_bytes(timed, feeds, laid_out(timed), env) / 2**20 if ours else None,
+        peak_mb=_peak_bytes(timed, feeds, timed_params, env) / 2**20 if ours else None,
         planned_mb=timed.memory_plan(env).planned_peak / 2**20 if ours else None,
         backend=timed.backend.name if ours else {"ort": "onnxruntime"}.get(backend, backend),
         level=level, nodes=len(timed.graph.nodes), dims=env)
