@@ -12,6 +12,6 @@ from numba import njit
 _NEG_INV_SQRT2 = -1 / _sqrt(2)  # as ops/special.py's ndtr: the same rounding
 
 
-@njit(inline="always")
+@njit
 def ndtr(x):
     return 0.5 * _erfc(x * _NEG_INV_SQRT2)

@@ -25,7 +25,7 @@ from numba import njit
 from tgraph.codegen.vecmath import _bits_as_float32
 
 F = np.float32
-_FLAGS = dict(error_model="numpy", fastmath={"contract", "nsz"}, inline="always")
+_FLAGS = dict(error_model="numpy", fastmath={"contract", "nsz"})  # no IR inlining: vecmath.py
 _LOG2E = F(1.4426950408889634)
 _C1 = F(0.693359375)  # ln 2 = _C1 + _C2; n·_C1 is exact for |n| < 2**15 (Cody and Waite)
 _C2 = F(-2.12194440e-4)
