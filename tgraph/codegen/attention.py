@@ -2,8 +2,8 @@
 head) at a time, on tgraph's threads.
 
 For each of the B·H products: S = Q·Kᵀ into a [T, S] buffer of the thread's own, the
-masked softmax of its rows into a second one (rows.py's MASKED_SOFTMAX, the same loop),
-then that times V into the output. Scores and weights never leave the core's cache (64 KB
+masked softmax of its rows into a second one (rows.py's MASKED_SOFTMAX, the same compiled
+loop), then that times V into the output. Scores and weights never leave the core's cache (64 KB
 each for T = S = 128), where the three ops apart write and read a [B, H, T, S] tensor twice
 and split over the cores three times. A causal product runs in blocks of 64 query rows,
 each block's GEMMs stopping at the last key its queries may see (a quarter fewer
@@ -34,14 +34,7 @@ from tgraph.parallel import split
 #: queries may see
 CAUSAL_BLOCK = 64
 
-_BODY = MASKED_SOFTMAX.replace("def kernel(", "def softmax_rows(", 1) + '''
-
-from tgraph.codegen.gemm import blas_gemm
-
-
-@njit(cache=True, nogil=True, error_model='numpy',
-      fastmath={"contract", "nsz", "arcp", "reassoc"})
-def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale,
+_BODY = '''def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale,
            one_zero, block):
     """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
     offsets: each product's byte offsets into them (rows 0-3); lds: their leading
@@ -70,14 +63,7 @@ def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale
 '''
 
 
-_GRAD_BODY = MASKED_SOFTMAX.replace("def kernel(", "def softmax_rows(", 1) + '''
-
-from tgraph.codegen.gemm import blas_gemm
-
-
-@njit(cache=True, nogil=True, error_model='numpy',
-      fastmath={"contract", "nsz", "arcp", "reassoc"})
-def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window, scale,
+_GRAD_BODY = '''def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window, scale,
            one_zero, block):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
@@ -183,7 +169,11 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float, pass
     count = math.prod(lead)
     offsets = batch_offsets(lead, *arrays)
     lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    fn = row_kernel(body, np.float32)
+    # the masked softmax rows: one module both kernels import (compiled once, not twice);
+    # names a kernel calls are looked up when it compiles, after the module has run
+    softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
+    fn = row_kernel(f"{body}\n\nfrom tgraph.codegen.gemm import blas_gemm\n"
+                    f"from {softmax} import kernel as softmax_rows\n", np.float32)
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
         split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
