@@ -6,10 +6,10 @@ forward+backward step, tgraph at -O0/-O1/-O2 and torch eager; each round runs ev
 in turn (after a pause, one untimed run, then RUNS timed runs back to back, their median the
 round's time), so a noisy neighbour hits every side alike. A ratio is reported as the ratio
 of the medians over rounds, with the range of the rounds' own ratios: the noise any one
-figure carries. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS) and
-the step's share of it, the split-heads diagram graph at -O2 against the batched build, and the -O2
-pipeline time (passes + kernel compilation) with a cold and a warm kernel cache, each in a
-fresh process.
+figure carries. Also: the machine's float32 GEMM rate (one 2048² matmul, NumPy's BLAS,
+timed as one more side of the rounds) and the step's share of it, the split-heads diagram
+graph at -O2 against the batched build, and the -O2 pipeline time (passes + kernel
+compilation) with a cold and a warm kernel cache, each in a fresh process.
 
     python benchmarks/compiler_bench.py [--config M|gpt2-small|all] [--rounds 7] [--jax]
 """
@@ -114,17 +114,16 @@ def ratio(ours: list[float], peer: list[float]) -> str:
             f"(rounds {each[0]:.2f}-{each[-1]:.2f})")
 
 
-def gemm_gflops(n: int = 2048, rounds: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(rounds))
-    return 2 * n**3 / best / 1e9
+#: the size of the GEMM that measures the machine's float32 rate
+GEMM_N = 2048
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def gemm_side() -> dict:
+    """One float32 GEMM_N² product through NumPy's BLAS, timed as one more side of the
+    rounds: the rate a step is compared with is the host's at the same moments (a rate
+    measured once at the start read 107 GFLOP/s in a slow minute, 180-206 otherwise)."""
+    a = np.random.default_rng(0).standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
+    return {f"float32 GEMM {GEMM_N}²": lambda: a @ a}
 
 
 PIPELINE = """
@@ -214,12 +213,11 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; median of {args.rounds} interleaved rounds, "
           f"{args.pause} s idle and one untimed run before each side's {RUNS} timed runs")
-    peak = gemm_gflops()
-    print(f"float32 GEMM 2048²: {peak:.1f} GFLOP/s")
     for name in (CONFIGS if args.config == "all" else [args.config]):
         cfg, b, t = CONFIGS[name]
         sides, g = tgraph_sides(cfg, b, t)
         sides.update(torch_sides(cfg, b, t))
+        sides.update(gemm_side())
         if args.jax:
             from jax_gpt import jax_sides
 
@@ -239,10 +237,12 @@ def main() -> None:
                 vs_jax = f", {ratio(ours, times[f'jax jit {kind}'])} x jax" if args.jax else ""
                 print(f"tgraph -O{level} {kind:<8} {med[f'tgraph -O{level} {kind}'] * 1e3:9.1f} "
                       f"ms   ratio {ratio(ours, peer)}{vs_jax}")
+        peak = 2 * GEMM_N**3 / med[f"float32 GEMM {GEMM_N}²"] / 1e9
         flops = 3 * tg.execute.graph_flops(optimize(g, 1)[0], {"B": b, "T": t})
         step = med["tgraph -O2 step"]
-        print(f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
-              f"{flops / step / 1e9 / peak:.0%} of the GEMM rate")
+        print(f"float32 GEMM {GEMM_N}² (NumPy's BLAS, in the rounds): {peak:.1f} GFLOP/s; "
+              f"-O2 step: {flops / step / 1e9:.1f} GFLOP/s (3x forward FLOPs), "
+              f"{flops / step / 1e9 / peak:.0%} of it")
         mem = step_memory_mb(name)
         print(f"training step memory (resident set growth): tgraph -O2 {mem['tgraph']:.0f} MB, "
               f"torch {mem['torch']:.0f} MB, ratio {mem['tgraph'] / mem['torch']:.2f}")
