@@ -1,11 +1,13 @@
 """Cold kernels compiled on two cores: a helper process takes half of them.
 
 Numba compiles one function at a time under the GIL, so building the Executable of
-gpt2-small's -O2 forward+backward with an empty kernel cache spent ~4.3 s on one core (10
-fused loops, 0.1-0.8 s each, and the row kernels). When at least ``MIN_COLD`` fused loops
-are missing from the cache, every other distinct kernel is sent to a fresh
-``python -m tgraph.codegen.ahead``, which compiles it into the same disk cache while this
-process compiles the rest; this process then only loads the helper's share. The helper
+gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one core (10
+fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compiles at once
+each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x;
+a split by estimated compile time did no better than every other kernel. When at least
+``MIN_COLD`` fused loops are missing from the cache, every other distinct kernel is sent to
+a fresh ``python -m tgraph.codegen.ahead``, which compiles it into the same disk cache while
+this process compiles the rest; this process then only loads the helper's share. The helper
 gets node types and attrs as JSON on its stdin (what this process already checked), and
 nothing depends on it: a kernel it did not write is compiled here as usual.
 """
