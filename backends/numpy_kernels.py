@@ -42,7 +42,7 @@ def _rows(body: str, op: str):
         rows = [np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in arrays]
         dst = _rows_of(out, rows[0])
         fn = row_kernel(body, x.dtype)
-        split(lambda r0, r1: fn(r0, r1, *rows, dst), len(dst), x.size)
+        split(lambda r0, r1: fn(r0, r1, *rows, dst), len(dst), x.size, key=(fn, x.shape))
         return _result(out, dst, x.shape)
 
     return kernel
@@ -68,7 +68,7 @@ def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
     out = np.empty_like(rows)
     fn, value = row_kernel(MASK, x.dtype), x.dtype.type(float(fill))
     split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window), value),
-          len(out), x.size)
+          len(out), x.size, key=(fn, x.shape))
     return out.reshape(x.shape)
 
 
@@ -81,7 +81,7 @@ def masked_softmax(xp, x, causal=False, window=0, scale=1.0, out=None):
     dst = _rows_of(out, rows)
     fn = row_kernel(MASKED_SOFTMAX, x.dtype)
     split(lambda r0, r1: fn(r0, r1, rows, dst, x.shape[-2], bool(causal), int(window),
-                            float(scale)), len(dst), x.size)
+                            float(scale)), len(dst), x.size, key=(fn, x.shape))
     return _result(out, dst, x.shape)
 
 
@@ -94,7 +94,8 @@ def layernorm(xp, x, g, b, eps=1e-5, out=None):
     g, b = np.ascontiguousarray(g), np.ascontiguousarray(b)
     dst = _rows_of(out, rows)
     fn = row_kernel(LAYERNORM, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, g, b, dst, float(eps)), len(dst), x.size)
+    split(lambda r0, r1: fn(r0, r1, rows, g, b, dst, float(eps)), len(dst), x.size,
+          key=(fn, x.shape))
     return _result(out, dst, x.shape)
 
 
@@ -115,7 +116,7 @@ def layernorm_grad(xp, x, gamma, g, eps=1e-5):
     part = np.empty((chunks, 2, rows.shape[1]), np.float64)
     fn = row_kernel(LAYERNORM_GRAD, x.dtype)
     split(lambda c0, c1: fn(c0, c1, rows, gamma, grads, dx, part, LAYERNORM_GRAD_CHUNK,
-                            float(eps)), chunks, 2 * x.size)
+                            float(eps)), chunks, 2 * x.size, key=(fn, x.shape))
     sums = part.sum(axis=0).astype(x.dtype)
     return dx.reshape(x.shape), sums[0], sums[1]
 
@@ -149,7 +150,8 @@ def cross_entropy(xp, logits, targets):
     ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     per_row = np.empty(len(rows), np.float64)
     fn = row_kernel(CROSS_ENTROPY, logits.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, ids, per_row), len(rows), logits.size)
+    split(lambda r0, r1: fn(r0, r1, rows, ids, per_row), len(rows), logits.size,
+          key=(fn, logits.shape))
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 

@@ -1,6 +1,7 @@
 """tgraph's kernel threads (tgraph/parallel.py): every index once, errors raised in the
 caller, a worker woken after it has gone to sleep, no deadlock when splits nest or race;
-compiled parts (run without the GIL) likewise, timed as Python parts are."""
+compiled parts (run without the GIL) likewise, timed as Python parts are; a keyed job split
+only once it has shown itself long enough."""
 
 from __future__ import annotations
 
@@ -57,6 +58,36 @@ def test_a_slower_thread_gets_a_smaller_part(monkeypatch):
     before = parallel._workers()[0].speed
     parallel.split(lambda lo, hi: None, 120, 1 << 20)
     assert parallel._workers()[0].speed == before
+
+
+def test_a_keyed_job_is_timed_whole_then_split_only_if_long_enough(monkeypatch):
+    """A keyed job's first ALONE_RUNS runs go whole on the caller; then one that took less
+    than WORTH_SPLITTING stays whole, and a longer one is split over the cores."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    monkeypatch.setattr(parallel, "_alone", {})
+    n, rounds = 64, parallel.ALONE_RUNS + 2
+
+    def runs(seconds: float) -> list[list[tuple[int, int]]]:
+        seen = []
+        for _ in range(rounds):
+            parts = []
+
+            def job(lo, hi):  # sleep: the GIL is free, both parts run at once
+                parts.append((lo, hi))
+                if seconds:
+                    time.sleep(seconds * (hi - lo) / n)
+
+            parallel.split(job, n, 1 << 20, key=("job", seconds))
+            seen.append(sorted(parts))
+        return seen
+
+    short = runs(0.0)
+    assert short == [[(0, n)]] * rounds
+    long = runs(parallel.WORTH_SPLITTING * 20)
+    assert long[:parallel.ALONE_RUNS] == [[(0, n)]] * parallel.ALONE_RUNS
+    assert all(len(p) == 2 and p[0][0] == 0 and p[0][1] == p[1][0] and p[1][1] == n
+               for p in long[parallel.ALONE_RUNS:])
+    assert set(parallel._alone) == {("job", 0.0), ("job", parallel.WORTH_SPLITTING * 20)}
 
 
 def test_a_worker_that_went_to_sleep_is_woken(monkeypatch):

@@ -56,6 +56,13 @@ from numba.extending import intrinsic
 
 #: below this many elements of work a job runs on the calling thread only
 PARALLEL_MIN = 1 << 15
+#: seconds a job must take on one thread for a split to pay: a Python-callable part starts
+#: on the worker 40-60 µs late (it waits for the GIL), so a loop of 25-100 µs whole (a bias
+#: add over [128, 768] or [1024, 256]) took 55-100 µs split. Fused loops, timed whole and
+#: split: the split won from ~100 µs whole on.
+WORTH_SPLITTING = 1e-4
+#: runs of a keyed job timed whole before its verdict (the first may fault in fresh pages)
+ALONE_RUNS = 2
 #: seconds a worker (and a caller waiting for one) watches its flag before sleeping
 SPIN = 2e-3
 #: parts shorter than this (seconds) leave the threads' speeds as they are: start-up
@@ -329,6 +336,9 @@ def _workers() -> tuple[_Worker, ...]:
     return tuple(_Worker(i) for i in range(max(cores() - 1, 1)))
 
 
+#: key -> (runs timed whole, the fastest in seconds): split's verdicts on keyed jobs
+_alone: dict = {}
+
 # one split at a time uses the workers; a second caller (another thread, or a job that
 # splits) runs its job on its own thread
 _busy = threading.Lock()
@@ -344,10 +354,22 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def split(job: Callable[[int, int], object], n: int, work: int,
-          min_work: int = PARALLEL_MIN) -> None:
+          min_work: int = PARALLEL_MIN, key=None) -> None:
     """``job(start, stop)`` over 0..n in one part per core (one part when ``work``, the
-    elements touched or the kernel's own unit, is below ``min_work``)."""
+    elements touched or the kernel's own unit, is below ``min_work``). ``key`` (hashable:
+    the compiled function and the shape, say) names a Python-callable job whose cost
+    ``work`` does not tell: its first ALONE_RUNS runs go whole on the calling thread, timed,
+    and it is split from then on only if the fastest took WORTH_SPLITTING or more."""
     parts = min(cores() if work >= min_work else 1, max(n, 1))
+    if parts > 1 and key is not None:
+        runs, fastest = _alone.get(key, (0, math.inf))
+        if runs < ALONE_RUNS:
+            t0 = time.perf_counter()
+            job(0, n)
+            _alone[key] = (runs + 1, min(fastest, time.perf_counter() - t0))
+            return
+        if fastest < WORTH_SPLITTING:
+            parts = 1
     if parts == 1 or not _busy.acquire(blocking=False):
         job(0, n)
         return

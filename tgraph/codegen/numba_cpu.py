@@ -331,7 +331,8 @@ class FusedKernel:
         if written is None:
             args += [o.reshape(rows) if red else o.reshape(rows, n)
                      for o, red in zip(outs, self.reduced)]
-        split(lambda r0, r1: kernel(r0, r1, n, *args), rows, math.prod(shape))
+        split(lambda r0, r1: kernel(r0, r1, n, *args), rows, math.prod(shape),
+              key=(kernel, shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
