@@ -63,8 +63,8 @@ _BODY = '''def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, wi
 '''
 
 
-_GRAD_BODY = '''def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window, scale,
-           one_zero, block):
+_GRAD_BODY = '''def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window,
+           scale, one_zero, block):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
