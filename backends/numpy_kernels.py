@@ -81,7 +81,7 @@ def masked_softmax(xp, x, causal=False, window=0, scale=1.0, out=None):
     dst = _rows_of(out, rows)
     fn = row_kernel(MASKED_SOFTMAX, x.dtype)
     split(lambda r0, r1: fn(r0, r1, rows, dst, x.shape[-2], bool(causal), int(window),
-                            float(scale)), len(dst), x.size, key=(fn, x.shape))
+                            float(scale), x.shape[-1]), len(dst), x.size, key=(fn, x.shape))
     return _result(out, dst, x.shape)
 
 

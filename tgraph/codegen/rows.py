@@ -81,10 +81,13 @@ MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
 
 # ops/masking.py's MaskedSoftmax: SOFTMAX of scale·x reading a masked key as −inf, so no
 # scaled or masked copy of the scores is written and read back (scale > 0: the row's
-# maximum is scale times x's). Whole rows: the masked keys are exponentiated too (to 0),
-# since a loop over a row's kept keys alone, of another length on every row, ran its
-# scalar remainder more than its vector body and was no faster.
-MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale):
+# maximum is scale times x's). Columns 0..cols are written, every key the row sees lying
+# below cols (the op: the whole row; attention.py: the keys its block of queries sees, a
+# multiple of its block, so a causal product exponentiates a quarter fewer masked keys:
+# one GPT config M layer 4 % faster forward, 2.5 % backward). The masked keys below cols
+# are exponentiated too (to 0), since a loop over a row's kept keys alone, of another
+# length on every row, ran its scalar remainder more than its vector body and was no faster.
+MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale, cols):
     s = x.shape[1]
     c = ACC(scale)
     for r in range(r0, r1):
@@ -97,12 +100,12 @@ MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale):
             m = max(m, x[r, j])
         m = m * c if np.isfinite(m) else ACC(0.0)
         z = ACC(0.0)
-        for j in range(s):
+        for j in range(cols):
             e = exp_row(x[r, j] * c - m) if lo <= j < hi else ACC(0.0)
             out[r, j] = e
             z += e
         z = z if z != ACC(0.0) else ACC(1.0)
-        for j in range(s):
+        for j in range(cols):
             out[r, j] = out[r, j] / z
 """
 
