@@ -1,8 +1,8 @@
 """The NumPy backend's faster kernels, by op name: each takes the registry kernel's place
 where its arrays allow and hands over to it otherwise, so results agree to rounding.
 
-- ``softmax``, ``softmax_grad``, ``layernorm``, ``layernorm_grad`` and ``cross_entropy``
-  along the last axis,
+- ``softmax``, ``softmax_grad``, ``layernorm``, ``layernorm_grad``, ``cross_entropy`` and
+  ``cross_entropy_grad`` along the last axis,
   ``mask`` from a causal or window pattern, and ``masked_softmax`` (the two as one): one
   compiled loop per row (tgraph/codegen/rows.py), rows split over the cores. NumPy takes
   3-5 passes and temporaries for each.
@@ -155,6 +155,22 @@ def cross_entropy(xp, logits, targets):
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
+def cross_entropy_grad(xp, logits, targets, g):
+    from tgraph.codegen.rows import CROSS_ENTROPY_GRAD, row_kernel
+
+    n = logits.shape[-1]
+    if (logits.dtype.kind != "f" or not targets.size or n == 0
+            or targets.min() < 0 or targets.max() >= n):
+        return get_op("cross_entropy_grad").kernel(xp, logits, targets, g)
+    rows = np.ascontiguousarray(logits).reshape(-1, n)
+    ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+    out = np.empty_like(rows)
+    fn = row_kernel(CROSS_ENTROPY_GRAD, logits.dtype)
+    scale = float(g / logits.dtype.type(targets.size))  # g / N in the dtype, as the closed form
+    split(lambda r0, r1: fn(r0, r1, rows, ids, out, scale), len(rows), logits.size,
+          key=(fn, logits.shape))
+    return out.reshape(logits.shape)
+
 def attention(xp, q, k, v, causal=False, window=0, scale=1.0):
     from tgraph.codegen.attention import attention as fused
 
@@ -240,7 +256,8 @@ def _kernels() -> dict:
             "masked_softmax": masked_softmax, "attention": attention,
             "attention_grad": attention_grad, "layernorm": layernorm,
             "layernorm_grad": layernorm_grad,
-            "cross_entropy": cross_entropy, "matmul": matmul, "scatter_add": scatter_add,
+            "cross_entropy": cross_entropy, "cross_entropy_grad": cross_entropy_grad,
+            "matmul": matmul, "scatter_add": scatter_add,
             "concat": concat}
 
 

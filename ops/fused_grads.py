@@ -9,6 +9,7 @@ import math
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import GELU_TANH_C, Gelu, gelu_tanh_inner, need_float
+from tgraph.ops.reduce import CrossEntropy, Softmax, numel
 from tgraph.ops.registry import OpDef, register_op
 from tgraph.ops.special import chunked, ndtr
 from tgraph.shapes import norm_axis
@@ -202,3 +203,57 @@ class LayernormGrad(OpDef):
 
     def label(self, eps=1e-5):
         return "LayerNorm′"
+
+
+def cross_entropy_closed_form(logits, targets, g):
+    """Cross-entropy's gradient as graph ops: (softmax(logits) − one_hot(targets)) · g / N,
+    N the number of positions."""
+    one_hot = tb.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+    return [(tb.softmax(logits, -1) - one_hot) * (g / numel(targets, dtype=logits.dtype))]
+
+
+@register_op
+class CrossEntropyGrad(OpDef):
+    """Cross-entropy's gradient for the logits, (softmax(logits) − one_hot(targets))·g/N, in
+    one pass over each row, where the closed form writes a one-hot tensor and the softmax,
+    each of the logits' size, then subtracts and scales them."""
+
+    fresh_result = True
+
+    name = "cross_entropy_grad"
+    attr_kinds: dict = {}
+    signature = "cross_entropy_grad(logits[..., C], targets: int[...], g[]) -> like logits"
+
+    def infer(self, types, **attrs):
+        logits, targets, g = types
+        CrossEntropy.infer(self, [logits, targets])  # the same rules for logits and targets
+        if g.shape != () or g.dtype != logits.dtype:
+            raise ShapeError(f"cross_entropy_grad needs a scalar {logits.dtype} g, got {g}")
+        return logits
+
+    def kernel(self, xp, logits, targets, g):
+        return self._formula(xp, Softmax.kernel(self, xp, logits), targets, g)
+
+    def jax_kernel(self, jnp, logits, targets, g):
+        return self._formula(jnp, Softmax.jax_kernel(self, jnp, logits), targets, g)
+
+    @staticmethod
+    def _formula(xp, y, targets, g):
+        one_hot = targets[..., None] == xp.arange(y.shape[-1])
+        return ((y - one_hot) * (g / targets.size)).astype(y.dtype)
+
+    def flops(self, in_shapes, out_shapes, **attrs):
+        return 6 * math.prod(out_shapes[0])
+
+    def vjp(self, node, grads):
+        """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
+        from tgraph.autodiff import vjp_of_expansion
+
+        return vjp_of_expansion(node, grads, cross_entropy_closed_form)
+
+    def examples(self, rng):
+        return [([rng.standard_normal((*s, 7)) * 2, rng.integers(0, 7, s),
+                  rng.standard_normal(())], {}) for s in ((2, 5), (4,))]
+
+    def label(self, **attrs):
+        return "CrossEntropy′"

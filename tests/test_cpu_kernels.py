@@ -241,6 +241,42 @@ def test_cross_entropy_rows_leave_a_bad_target_to_the_registry_kernel():
         KERNELS["cross_entropy"](np, logits, np.array([[0, 1, 2], [0, -9, 0]]))
 
 
+@pytest.mark.parametrize("shape", [(3, 40, 9), (8, 3000)])  # serial, and split
+def test_cross_entropy_grad_rows_float32_within_the_softmax_bound(shape):
+    """(softmax(x) − one_hot)·c, c = g/N: the softmax's weights within softmax32_bound, the
+    scale c rounded to float32 and the products and the target's y − 1 a few u more."""
+    rng = np.random.default_rng(8)
+    logits = (rng.standard_normal(shape) * 3).astype(np.float32)
+    logits[0, :3] = -np.inf  # masked classes
+    targets = rng.integers(3, shape[-1], shape[:-1])
+    g = np.array(1.7, np.float32)
+    got = KERNELS["cross_entropy_grad"](np, logits, targets, g)
+    x = logits.astype(np.float64)
+    p = get_op("softmax").kernel(np, x, axis=-1)
+    hits = targets[..., None] == np.arange(shape[-1])
+    c = 1.7 / targets.size
+    want = (p - hits) * c
+    assert got.dtype == np.float32 and got.shape == logits.shape
+    with np.errstate(invalid="ignore"):
+        d = x - x.max(-1, keepdims=True)
+    bound = abs(c) * (softmax32_bound(p, d, 0) + 4 * U32 * (p + hits))
+    assert np.all(np.abs(got - want) <= bound)
+
+
+def test_cross_entropy_grad_rows_float64_and_bad_targets_agree_with_the_registry_kernel():
+    rng = np.random.default_rng(9)
+    logits = rng.standard_normal((4, 6, 11)) * 3
+    targets = rng.integers(0, 11, (4, 6))
+    g = np.array(0.3)
+    ref = get_op("cross_entropy_grad")
+    want = ref.kernel(np, logits, targets, g)
+    np.testing.assert_allclose(KERNELS["cross_entropy_grad"](np, logits, targets, g), want,
+                               rtol=1e-13, atol=1e-16)
+    targets[1, 2] = 11  # past the classes: the registry kernel's one-hot row is all zeros
+    np.testing.assert_array_equal(KERNELS["cross_entropy_grad"](np, logits, targets, g),
+                                  ref.kernel(np, logits, targets, g))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fused_adamw_step_follows_the_pure_update(dtype):
     """Three AdamW steps in place (one compiled loop per parameter) against the optimizer's

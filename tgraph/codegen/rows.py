@@ -1,6 +1,6 @@
 """Row kernels: softmax, its gradient, the causal/window mask, the two as one, the
-embedding gradient's scatter of rows, LayerNorm, its gradient and cross-entropy
-along the last axis, one Numba loop per row.
+embedding gradient's scatter of rows, LayerNorm, its gradient, cross-entropy and its
+gradient along the last axis, one Numba loop per row.
 
 NumPy runs softmax as five passes over a [B, H, T, T] tensor (max, subtract, exp, sum,
 divide), with a temporary for each; a row of attention scores fits in L1, so one loop that
@@ -182,6 +182,30 @@ CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
         out[r] = math.log(s + part) + m - x[r, targets[r]]
 """.replace("{block}", str(CE_BLOCK))
 
+
+# ops/fused_grads.py's CrossEntropyGrad: SOFTMAX's rows, each scaled by c = g/N, the target's
+# entry (y − 1)·c; the caller has checked every target is in [0, n). One pass over the
+# logits where the closed form wrote a one-hot tensor, a softmax and their scaled difference.
+CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x, targets, out, c):
+    n = x.shape[1]
+    c = ACC(c)
+    for r in range(r0, r1):
+        m = x[r, 0]
+        for j in range(1, n):
+            m = max(m, x[r, j])
+        m = m if np.isfinite(m) else ACC(0.0)
+        s = ACC(0.0)
+        for j in range(n):
+            e = exp_row(x[r, j] - m)
+            out[r, j] = e
+            s += e
+        s = s if s != ACC(0.0) else ACC(1.0)
+        t = targets[r]
+        hit = out[r, t] / s
+        for j in range(n):
+            out[r, j] = out[r, j] / s * c
+        out[r, t] = (hit - ACC(1.0)) * c
+"""
 
 # ops/layout.py's ScatterAdd as np.add.at does it: updates added in their order (so the
 # sums round alike), one output row at a time; the caller has checked every index is in

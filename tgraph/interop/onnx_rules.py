@@ -197,6 +197,14 @@ def _cross_entropy(e, n, ins):
     return e.op("SoftmaxCrossEntropyLoss", [flat, labels], reduction="mean")
 
 
+def _cross_entropy_grad(e, n, ins):
+    """ops/fused_grads.py's closed form: (Softmax(logits) − one-hot(targets))·g/N."""
+    logits, targets, g = ins
+    hits = one_hot(e, targets, n.inputs[0].shape[-1], _dtype(n))
+    count = e.op("Cast", [e.op("Size", [targets])], to=onnx_dtype(_dtype(n)))
+    diff = e.op("Sub", [e.op("Softmax", [logits], axis=-1), hits])
+    return e.op("Mul", [diff, e.op("Div", [g, count])])
+
 def _axis_dim(e, x, axis: int):
     """x's size along ``axis`` (-2 or -1 here) as an int64 scalar, read at run time."""
     end = {"end": axis + 1} if axis != -1 else {}
@@ -318,9 +326,13 @@ def _scatter_add(e, n, ins):
 
 
 def _one_hot(e, n, ins):
-    idx = e.op("Unsqueeze", [e.op("Cast", ins, to=onnx_dtype("int64")), e.ints([-1])])
-    hit = e.op("Equal", [idx, e.ints(list(range(n.attrs["depth"])))])
-    return e.op("Cast", [hit], to=onnx_dtype(n.attrs.get("dtype", "float32")))
+    return one_hot(e, ins[0], n.attrs["depth"], n.attrs.get("dtype", "float32"))
+
+
+def one_hot(e, idx, depth: int, dtype: str):
+    idx = e.op("Unsqueeze", [e.op("Cast", [idx], to=onnx_dtype("int64")), e.ints([-1])])
+    hit = e.op("Equal", [idx, e.ints(list(range(depth)))])
+    return e.op("Cast", [hit], to=onnx_dtype(dtype))
 
 
 def _fused(e, n, ins):
@@ -365,7 +377,7 @@ RULES = {
     "softmax_grad": _softmax_grad, "masked_softmax": _masked_softmax,
     "attention": _attention, "attention_grad": _attention_grad,
     "layernorm": _layernorm, "layernorm_grad": _layernorm_grad,
-    "cross_entropy": _cross_entropy,
+    "cross_entropy": _cross_entropy, "cross_entropy_grad": _cross_entropy_grad,
     "mask": _mask, "reshape": _reshape, "transpose": _transpose, "concat": _concat,
     "split": _split, "slice": _slice, "unslice": _unslice, "broadcast_to": _broadcast_to,
     "gather": _gather, "scatter_add": _scatter_add, "one_hot": _one_hot,
