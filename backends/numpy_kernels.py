@@ -32,7 +32,7 @@ from tgraph.parallel import split
 
 
 def _rows(body: str, op: str):
-    from tgraph.codegen.rows import row_kernel
+    from tgraph.codegen.rows import row_entry
 
     def kernel(xp, *arrays, axis=-1, out=None):
         x = arrays[0]
@@ -41,8 +41,8 @@ def _rows(body: str, op: str):
             return get_op(op).kernel(xp, *arrays, axis=axis)
         rows = [np.ascontiguousarray(a).reshape(-1, x.shape[-1]) for a in arrays]
         dst = _rows_of(out, rows[0])
-        fn = row_kernel(body, x.dtype)
-        split(lambda r0, r1: fn(r0, r1, *rows, dst), len(dst), x.size, key=(fn, x.shape))
+        entry = row_entry(body, x.dtype)
+        split(entry.job(*rows, dst), len(dst), x.size, key=(entry.address, x.shape))
         return _result(out, dst, x.shape)
 
     return kernel
@@ -60,42 +60,41 @@ def _result(out, dst: np.ndarray, shape) -> np.ndarray:
 
 
 def mask(xp, x, *keep, causal=False, window=0, fill="-inf"):
-    from tgraph.codegen.rows import MASK, row_kernel
+    from tgraph.codegen.rows import MASK, row_entry
 
     if keep or x.dtype.kind != "f" or not x.size:
         return get_op("mask").kernel(xp, x, *keep, causal=causal, window=window, fill=fill)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     out = np.empty_like(rows)
-    fn, value = row_kernel(MASK, x.dtype), x.dtype.type(float(fill))
-    split(lambda r0, r1: fn(r0, r1, rows, out, x.shape[-2], bool(causal), int(window), value),
-          len(out), x.size, key=(fn, x.shape))
+    entry = row_entry(MASK, x.dtype)
+    split(entry.job(rows, out, x.shape[-2], causal, window, float(x.dtype.type(float(fill)))),
+          len(out), x.size, key=(entry.address, x.shape))
     return out.reshape(x.shape)
 
 
 def masked_softmax(xp, x, causal=False, window=0, scale=1.0, out=None):
-    from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
+    from tgraph.codegen.rows import MASKED_SOFTMAX, row_entry
 
     if x.dtype.kind != "f" or not x.size:
         return get_op("masked_softmax").kernel(xp, x, causal=causal, window=window, scale=scale)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     dst = _rows_of(out, rows)
-    fn = row_kernel(MASKED_SOFTMAX, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, dst, x.shape[-2], bool(causal), int(window),
-                            float(scale), x.shape[-1]), len(dst), x.size, key=(fn, x.shape))
+    entry = row_entry(MASKED_SOFTMAX, x.dtype)
+    split(entry.job(rows, dst, x.shape[-2], causal, window, scale, x.shape[-1]), len(dst),
+          x.size, key=(entry.address, x.shape))
     return _result(out, dst, x.shape)
 
 
 def layernorm(xp, x, g, b, eps=1e-5, out=None):
-    from tgraph.codegen.rows import LAYERNORM, row_kernel
+    from tgraph.codegen.rows import LAYERNORM, row_entry
 
     if x.dtype.kind != "f" or not x.size or g.dtype != x.dtype or b.dtype != x.dtype:
         return get_op("layernorm").kernel(xp, x, g, b, eps=eps)
     rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     g, b = np.ascontiguousarray(g), np.ascontiguousarray(b)
     dst = _rows_of(out, rows)
-    fn = row_kernel(LAYERNORM, x.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, g, b, dst, float(eps)), len(dst), x.size,
-          key=(fn, x.shape))
+    entry = row_entry(LAYERNORM, x.dtype)
+    split(entry.job(rows, g, b, dst, eps), len(dst), x.size, key=(entry.address, x.shape))
     return _result(out, dst, x.shape)
 
 
@@ -104,7 +103,7 @@ LAYERNORM_GRAD_CHUNK = 16
 
 
 def layernorm_grad(xp, x, gamma, g, eps=1e-5):
-    from tgraph.codegen.rows import LAYERNORM_GRAD, row_kernel
+    from tgraph.codegen.rows import LAYERNORM_GRAD, row_entry
 
     if (x.dtype.kind != "f" or not x.size or gamma.dtype != x.dtype or g.dtype != x.dtype
             or g.shape != x.shape):
@@ -114,16 +113,16 @@ def layernorm_grad(xp, x, gamma, g, eps=1e-5):
     dx = np.empty_like(rows)
     chunks = -(-len(rows) // LAYERNORM_GRAD_CHUNK)
     part = np.empty((chunks, 2, rows.shape[1]), np.float64)
-    fn = row_kernel(LAYERNORM_GRAD, x.dtype)
-    split(lambda c0, c1: fn(c0, c1, rows, gamma, grads, dx, part, LAYERNORM_GRAD_CHUNK,
-                            float(eps)), chunks, 2 * x.size, key=(fn, x.shape))
+    entry = row_entry(LAYERNORM_GRAD, x.dtype)
+    split(entry.job(rows, gamma, grads, dx, part, LAYERNORM_GRAD_CHUNK, eps), chunks,
+          2 * x.size, key=(entry.address, x.shape))
     sums = part.sum(axis=0).astype(x.dtype)
     return dx.reshape(x.shape), sums[0], sums[1]
 
 
 def scatter_add(xp, upd, idx, base=None, shape=(), into=None):
     """``into``: the executor's array to write the result in (a dying ``base``)."""
-    from tgraph.codegen.rows import SCATTER_ROWS, row_kernel
+    from tgraph.codegen.rows import SCATTER_ROWS, row_entry
 
     rows = int(shape[0]) if shape else 0
     if (upd.dtype.kind != "f" or not idx.size or len(shape) != 2 or idx.dtype.kind not in "iu"
@@ -135,12 +134,12 @@ def scatter_add(xp, upd, idx, base=None, shape=(), into=None):
         out = np.zeros(shape, upd.dtype) if base is None else np.array(base, order="C")
     flat = np.ascontiguousarray(upd).reshape(-1, shape[1])
     ids = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
-    row_kernel(SCATTER_ROWS, upd.dtype)(0, len(ids), flat, ids, out)
+    row_entry(SCATTER_ROWS, upd.dtype)(0, len(ids), flat, ids, out)
     return out
 
 
 def cross_entropy(xp, logits, targets):
-    from tgraph.codegen.rows import CROSS_ENTROPY, row_kernel
+    from tgraph.codegen.rows import CROSS_ENTROPY, row_entry
 
     n = logits.shape[-1]
     if (logits.dtype.kind != "f" or not targets.size or n == 0
@@ -149,14 +148,14 @@ def cross_entropy(xp, logits, targets):
     rows = np.ascontiguousarray(logits).reshape(-1, n)
     ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     per_row = np.empty(len(rows), np.float64)
-    fn = row_kernel(CROSS_ENTROPY, logits.dtype)
-    split(lambda r0, r1: fn(r0, r1, rows, ids, per_row), len(rows), logits.size,
-          key=(fn, logits.shape))
+    entry = row_entry(CROSS_ENTROPY, logits.dtype)
+    split(entry.job(rows, ids, per_row), len(rows), logits.size,
+          key=(entry.address, logits.shape))
     return np.asarray(per_row.mean(), dtype=logits.dtype)
 
 
 def cross_entropy_grad(xp, logits, targets, g):
-    from tgraph.codegen.rows import CROSS_ENTROPY_GRAD, row_kernel
+    from tgraph.codegen.rows import CROSS_ENTROPY_GRAD, row_entry
 
     n = logits.shape[-1]
     if (logits.dtype.kind != "f" or not targets.size or n == 0
@@ -165,10 +164,10 @@ def cross_entropy_grad(xp, logits, targets, g):
     rows = np.ascontiguousarray(logits).reshape(-1, n)
     ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     out = np.empty_like(rows)
-    fn = row_kernel(CROSS_ENTROPY_GRAD, logits.dtype)
+    entry = row_entry(CROSS_ENTROPY_GRAD, logits.dtype)
     scale = float(g / logits.dtype.type(targets.size))  # g / N in the dtype, as the closed form
-    split(lambda r0, r1: fn(r0, r1, rows, ids, out, scale), len(rows), logits.size,
-          key=(fn, logits.shape))
+    split(entry.job(rows, ids, out, scale), len(rows), logits.size,
+          key=(entry.address, logits.shape))
     return out.reshape(logits.shape)
 
 def attention(xp, q, k, v, causal=False, window=0, scale=1.0):

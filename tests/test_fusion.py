@@ -174,8 +174,8 @@ from tgraph.codegen.numba_cpu import _LOADED
 g = tg.Graph("c"); x = g.input("x", (4, 5), "float64")
 g.set_output("y", tb.tanh(tb.exp(x) * 0.25 + 1.0))
 tg.run(optimize(g, 2)[0], {"x": np.ones((4, 5))})
-(k,) = _LOADED.values()
-print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
+(module,) = _LOADED.values()
+print(module.entry.cache_hits)
 """
 
 
@@ -183,8 +183,8 @@ def test_a_second_process_loads_compiled_kernels_from_the_disk_cache(tmp_path):
     env = {"TGRAPH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     runs = [subprocess.run([sys.executable, "-c", CACHE_PROBE], env=env, capture_output=True,
                            text=True, check=True).stdout.split() for _ in range(2)]
-    assert runs[0] == ["0", "1"]  # compiled once
-    assert runs[1] == ["1", "0"]  # then only loaded
+    assert runs[0] == ["0"]  # compiled once
+    assert runs[1] == ["1"]  # then only loaded
     assert len(list((tmp_path / "kernels").glob("fused_*.py"))) == 1
 
 
@@ -443,9 +443,7 @@ def test_a_float32_gelu_loop_vectorizes_with_its_math_inlined():
     in the loop, or scalar float code only, would run it 4-8x slower."""
     import re
 
-    from numba import njit
-
-    from tgraph.codegen.numba_cpu import FusedKernel
+    from tgraph.codegen.numba_cpu import FusedKernel, source
 
     g = tg.Graph("gelu")
     x, dy = g.input("x", (64, 256), "float32"), g.input("dy", (64, 256), "float32")
@@ -453,13 +451,11 @@ def test_a_float32_gelu_loop_vectorizes_with_its_math_inlined():
     fast, _ = optimize(g, 2)
     (node,) = fast.nodes
     kernel = FusedKernel(node)
-    kernel.preload()
-    cached = kernel.kernel_for(kernel.static_kinds())
-    # compiled again here: a kernel loaded from the disk cache shows no optimized IR
-    options = {k: v for k, v in cached.targetoptions.items() if k != "cache"}
-    fresh = njit(**options)(cached.py_func)
-    fresh.compile(cached.signatures[0])
-    (ir,) = fresh.inspect_llvm().values()
+    text = source(kernel.attrs, kernel.static_kinds(), kernel.ndim, kernel.mode, kernel.names)
+    # compiled afresh here: a loop loaded from the disk cache shows no optimized IR
+    namespace: dict = {}
+    exec(compile(text.replace("cache=True", "cache=False"), "gelu_entry", "exec"), namespace)
+    ir = namespace["entry"].inspect_llvm()
     lanes = {int(n) for n in re.findall(r"<(\d+) x float>", ir)}
     assert lanes and max(lanes) >= 4
     assert not re.search(r"call [^\n]*vecmath", ir)

@@ -236,10 +236,11 @@ def _announce_wait(flags, posted):
 class CompiledJob:
     """A part any thread runs without the GIL: the address of a C function
     ``void f(int64 lo, int64 hi, int64 *args)`` (a Numba ``cfunc``) and the int64 array it
-    reads its operands from (kept alive here until the split returns)."""
+    reads its operands from, kept alive here with the arrays those name (``keep``)."""
 
-    def __init__(self, address: int, args: np.ndarray):
+    def __init__(self, address: int, args: np.ndarray, keep: tuple = ()):
         self.address, self.args = address, np.ascontiguousarray(args, np.int64)
+        self.keep = keep
 
     def __call__(self, lo: int, hi: int) -> None:
         _run_job(self.address, lo, hi, self.args.ctypes.data)

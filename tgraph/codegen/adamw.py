@@ -10,17 +10,16 @@ as the pure update (the tests hold them together).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source
 from tgraph.codegen.numba_cpu import load_source
 from tgraph.parallel import split
 
-SOURCE = """import math
-from numba import njit
-
-
-@njit(cache=True, nogil=True, error_model='numpy')
-def kernel(i0, i1, p, g, m, v, lr, b1, b2, eps, decay, step, root_bc2):
+KERNEL = """def kernel(i0, i1, p: "F 1d", g: "F 1d", m: "F 1d", v: "F 1d", lr: float, b1: float,
+           b2: float, eps: float, decay: float, step: float, root_bc2: float):
     for i in range(i0, i1):
         gi = g[i]
         mi = b1 * m[i] + (1.0 - b1) * gi
@@ -30,6 +29,14 @@ def kernel(i0, i1, p, g, m, v, lr, b1, b2, eps, decay, step, root_bc2):
         m[i] = mi
         v[i] = vi
 """
+
+
+@functools.cache
+def _entry(dtype: np.dtype) -> Entry:
+    text, params = entry_source(KERNEL, dtype,
+                                f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy')")
+    text = f"import math\nimport numpy as np\n{IMPORTS}\n\n{text}"
+    return Entry(load_source(text, lambda: text).entry, params)
 
 
 def usable(*arrays) -> bool:
@@ -42,8 +49,6 @@ def usable(*arrays) -> bool:
 
 def adamw_inplace(p, g, m, v, *, lr, b1, b2, eps, decay, step, root_bc2) -> None:
     """p, m, v updated in place; ``decay`` is lr·weight_decay (0 for vectors)."""
-    kernel = load_source(SOURCE, lambda: SOURCE)
     flat = [a.reshape(-1) for a in (p, g, m, v)]
-    split(lambda i0, i1: kernel(i0, i1, *flat, float(lr), float(b1), float(b2), float(eps),
-                                float(decay), float(step), float(root_bc2)),
+    split(_entry(p.dtype).job(*flat, lr, b1, b2, eps, decay, step, root_bc2),
           flat[0].size, flat[0].size)

@@ -27,15 +27,16 @@ import numpy as np
 
 from tgraph.codegen.blas import bind, one_thread
 from tgraph.codegen.gemm import batch_offsets
-from tgraph.codegen.rows import MASKED_SOFTMAX, row_kernel
+from tgraph.codegen.rows import MASKED_SOFTMAX, row_entry, row_kernel
 from tgraph.parallel import split
 
 #: query rows per block of a causal product: a block's products stop at the last key its
 #: queries may see
 CAUSAL_BLOCK = 64
 
-_BODY = '''def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, window, scale,
-           one_zero, block):
+_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 2d", lds: "int64 1d",
+           t: int, s: int, d: int, e: int, causal: bool, window: int, scale: float,
+           one_zero: "F 1d", block: int):
     """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
     offsets: each product's byte offsets into them (rows 0-3); lds: their leading
     dimensions. Rows that see no key are left as they are (zeros, by the caller)."""
@@ -63,8 +64,9 @@ _BODY = '''def kernel(lo, hi, q, k, v, out, offsets, lds, t, s, d, e, causal, wi
 '''
 
 
-_GRAD_BODY = '''def kernel(lo, hi, q, k, v, g, dq, dk, dv, offsets, lds, t, s, d, e, causal, window,
-           scale, one_zero, block):
+_GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
+           offsets: "int64 2d", lds: "int64 1d", t: int, s: int, d: int, e: int, causal: bool,
+           window: int, scale: float, one_zero: "F 1d", block: int):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
@@ -169,14 +171,13 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float, pass
     count = math.prod(lead)
     offsets = batch_offsets(lead, *arrays)
     lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    # the masked softmax rows: one module both kernels import (compiled once, not twice);
-    # names a kernel calls are looked up when it compiles, after the module has run
+    # the masked softmax rows: one jitted module both kernels import (compiled once, not
+    # twice), imported before the entry, which compiles where it is defined
     softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
-    fn = row_kernel(f"{body}\n\nfrom tgraph.codegen.gemm import blas_gemm\n"
-                    f"from {softmax} import kernel as softmax_rows\n", np.float32)
+    entry = row_entry(body, np.dtype(np.float32), "from tgraph.codegen.gemm import blas_gemm\n"
+                      f"from {softmax} import kernel as softmax_rows\n")
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
-        split(lambda lo, hi: fn(lo, hi, *(x.ctypes.data for x in arrays), offsets, lds,
-                                t, s, d, e, bool(causal), int(window), float(scale), one_zero,
-                                CAUSAL_BLOCK),
+        split(entry.job(*(x.ctypes.data for x in arrays), offsets, lds, t, s, d, e, causal,
+                        window, scale, one_zero, CAUSAL_BLOCK),
               count, passes * count * t * s)

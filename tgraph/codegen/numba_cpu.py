@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source, parse
 from tgraph.errors import BackendError
 from tgraph.parallel import split
 
@@ -101,13 +102,6 @@ def static_kind(in_shape: tuple, shape: tuple) -> str:
     return STRIDED
 
 
-#: a tiny array read the way each kind is, for compiling a loop ahead of its first run
-_TINY = {FULL: lambda dt, tiny: np.zeros((1, 1), dt),
-         COLUMN: lambda dt, tiny: np.zeros(1, dt), ROW: lambda dt, tiny: np.zeros(1, dt),
-         SCALAR: lambda dt, tiny: np.zeros(1, dt),
-         STRIDED: lambda dt, tiny: np.broadcast_to(np.zeros(1, dt), tiny)}
-
-
 def math_mode(in_dtypes, out_dtypes) -> str:
     """"f32": float32 (and bool) values only, computed in float32 (vecmath32, 8 lanes);
     "vec": no float64 value, computed in float64 lanes (vecmath, float32-accurate);
@@ -118,11 +112,12 @@ def math_mode(in_dtypes, out_dtypes) -> str:
     return "libm" if np.dtype(np.float64) in (*ins, *outs) else "vec"
 
 
-def canonical(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
+def canonical(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
     """The text a kernel is keyed by: the body (ops, references, attrs, inlined constants),
-    its outputs, how each input is read, the rank (for strided reads) and the math used."""
+    its outputs, how each input is read, the rank (for strided reads), the math used and
+    the dtypes (inputs', then outputs')."""
     return json.dumps({"body": attrs["body"], "outputs": attrs["outputs"], "kinds": kinds,
-                       "ndim": ndim if STRIDED in kinds else 2,
+                       "ndim": ndim if STRIDED in kinds else 2, "dtypes": dtypes,
                        "math": MATH_MODULES[mode][1], "generator": _version("numba_cpu.py")},
                       sort_keys=True, separators=(",", ":"))
 
@@ -160,9 +155,22 @@ def float32_formula(expr: str) -> str:
     return ast.unparse(_Float32Literals().visit(ast.parse(expr, mode="eval")))
 
 
-def source(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
-    """Python source of ``kernel(r0, r1, n, in0, .., out0, ..)`` for rows r0..r1 of the
-    output seen as (rows, n); inputs read as ``kinds`` says, strided ones of rank ``ndim``."""
+def source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
+    """Python source of the module whose ``entry`` (entry.py) is ``kernel_source``'s loop."""
+    reduces = any(e["op"] in ("sum", "mean") for e in attrs["body"])
+    # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
+    flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
+             if mode != "libm" else '{"contract"}')
+    text, _ = entry_source(kernel_source(attrs, kinds, ndim, mode, dtypes), None,
+                           f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy', "
+                           f"fastmath={flags})")
+    return f"import numpy as np\nimport {MATH_MODULES[mode][0]} as math\n{IMPORTS}\n\n{text}"
+
+
+def kernel_source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
+    """``kernel(r0, r1, n, in0, .., out0, ..)``, its parameters typed for entry.py, over
+    rows r0..r1 of the output seen as (rows, n); inputs read as ``kinds`` says, strided ones
+    of rank ``ndim``; ``dtypes``: the inputs', then the outputs'."""
     from tgraph.ops.registry import get_op
 
     outs, n_inputs = attrs["outputs"], len(kinds)
@@ -172,18 +180,13 @@ def source(attrs: dict, kinds: str, ndim: int, mode: str) -> str:
              STRIDED: f"[{', '.join([*lead, 'j'])}]"}
     written = kinds.find(WRITTEN)
     out_names = [f"in{written}" if written >= 0 else f"out{k}" for k in range(len(outs))]
-    args = [*(f"in{k}" for k in range(n_inputs)), *(o for o in out_names if o.startswith("out"))]
-    reduces = any(e["op"] in ("sum", "mean") for e in attrs["body"])
-    # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
-    flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
-             if mode != "libm" else '{"contract"}')
-    module = MATH_MODULES[mode][0]
-    lines = [
-        "import numpy as np", "from numba import njit",
-        f"import {module} as math", "", "",
-        f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})",
-        f"def kernel(r0, r1, n, {', '.join(args)}):",
-    ]
+    reduced = {k for k, e in enumerate(attrs["body"]) if e["op"] in ("sum", "mean")}
+    ranks = {FULL: "2d", WRITTEN: "2d", COLUMN: "1d", ROW: "1d", SCALAR: "1d",
+             STRIDED: f"{ndim}d strided"}
+    args = [f'in{k}: "{dtypes[k]} {ranks[kind]}"' for k, kind in enumerate(kinds)]
+    args += [f'out{k}: "{dtypes[n_inputs + k]} {"1d" if ref - n_inputs in reduced else "2d"}"'
+             for k, ref in enumerate(outs) if written < 0]
+    lines = [f"def kernel(r0, r1, n: int, {', '.join(args)}):"]
     if strided >= 0:
         lines.append(f"    {''.join(f'n{d}, ' for d in range(ndim))}= in{strided}.shape")
     lines.append("    for r in range(r0, r1):")
@@ -229,10 +232,12 @@ def _literal(a: dict) -> str:
     return repr(value)
 
 
-def load(attrs: dict, kinds: str, ndim: int, mode: str):
-    """The jitted kernel for a body read as ``kinds``."""
-    return load_source(canonical(attrs, kinds, ndim, mode),
-                       lambda: source(attrs, kinds, ndim, mode))
+def load(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> Entry:
+    """The compiled loop for a body read as ``kinds``."""
+    _, params, _ = parse(kernel_source(attrs, kinds, ndim, mode, dtypes), None)
+    module = load_source(canonical(attrs, kinds, ndim, mode, dtypes),
+                         lambda: source(attrs, kinds, ndim, mode, dtypes))
+    return Entry(module.entry, params)
 
 
 def source_path(key: str) -> Path:
@@ -241,9 +246,9 @@ def source_path(key: str) -> Path:
 
 
 def load_source(key: str, make_source) -> object:
-    """``kernel`` of the module ``make_source()`` writes, keyed by ``key``: from this
-    process's memo, else the file cache, else written there now (atomically, so concurrent
-    processes agree)."""
+    """The module ``make_source()`` writes, keyed by ``key``: from this process's memo,
+    else the file cache, else written there now (atomically, so concurrent processes
+    agree)."""
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
@@ -263,17 +268,19 @@ def load_source(key: str, make_source) -> object:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # Numba's cache finds the function's module by name
         spec.loader.exec_module(module)
-        _LOADED[key] = module.kernel
-        return module.kernel
+        _LOADED[key] = module
+        return module
 
 
 class FusedKernel:
-    """A fused node's kernel on NumPy: inputs read in place, fresh outputs, one jitted loop
+    """A fused node's kernel on NumPy: inputs read in place, fresh outputs, one compiled loop
     per way of reading the inputs (usually one per node)."""
 
     def __init__(self, node):
         self.attrs = node.attrs
+        self.in_dtypes = [np.dtype(v.dtype) for v in node.inputs]
         self.dtypes = [np.dtype(v.dtype) for v in node.outputs]
+        self.names = [d.name for d in (*self.in_dtypes, *self.dtypes)]
         self.reduced = [node.attrs["body"][r - len(node.inputs)]["op"] in ("sum", "mean")
                         for r in node.attrs["outputs"]]
         self.ndim = max(2, node.outputs[0].type.rank)
@@ -288,21 +295,17 @@ class FusedKernel:
 
     def cached(self) -> bool:
         """Whether that loop's module is in the disk cache already."""
-        key = canonical(self.attrs, self.static_kinds(), self.ndim, self.mode)
+        key = canonical(self.attrs, self.static_kinds(), self.ndim, self.mode, self.names)
         return key in _LOADED or source_path(key).exists()
 
     def preload(self) -> None:
         """Compile (or load from the disk cache) the loop for the way the node's types say
-        its inputs will be read, by one call on tiny arrays: the first run then pays nothing."""
-        kinds = self.static_kinds()
-        tiny = (1,) * self.ndim
-        args = [_TINY[k](np.dtype(v.dtype), tiny) for k, v in zip(kinds, self.node.inputs)]
-        args += [np.zeros(1 if red else (1, 1), dt) for dt, red in zip(self.dtypes, self.reduced)]
-        self.kernel_for(kinds)(0, 1, 1, *args)
+        its inputs will be read: the first run then pays nothing."""
+        self.kernel_for(self.static_kinds())
 
-    def kernel_for(self, kinds: str):
+    def kernel_for(self, kinds: str) -> Entry:
         if kinds not in self.kernels:
-            self.kernels[kinds] = load(self.attrs, kinds, self.ndim, self.mode)
+            self.kernels[kinds] = load(self.attrs, kinds, self.ndim, self.mode, self.names)
         return self.kernels[kinds]
 
     def __call__(self, *arrays, into=None):
@@ -310,6 +313,7 @@ class FusedKernel:
         shape and dtype) the output is written there. ``into`` may be one of ``arrays``
         that nothing reads after this call: each element is read before it is written, in
         the same iteration."""
+        arrays = [a if a.dtype == dt else a.astype(dt) for a, dt in zip(arrays, self.in_dtypes)]
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         kinds = [input_kind(a, shape) for a in arrays]
         single = len(self.dtypes) == 1 and not self.reduced[0]
@@ -326,19 +330,18 @@ class FusedKernel:
             return outs[0] if len(outs) == 1 else tuple(outs)
         loop = (1,) * (self.ndim - len(shape)) + shape
         n, rows = loop[-1], math.prod(loop[:-1])
-        kernel = self.kernel_for("".join(kinds))
+        entry = self.kernel_for("".join(kinds))
         args = [_as_read(a, kind, loop) for a, kind in zip(arrays, kinds)]
         if written is None:
             args += [o.reshape(rows) if red else o.reshape(rows, n)
                      for o, red in zip(outs, self.reduced)]
-        split(lambda r0, r1: kernel(r0, r1, n, *args), rows, math.prod(shape),
-              key=(kernel, shape))
+        split(entry.job(n, *args), rows, math.prod(shape), key=(entry.address, shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _as_read(a: np.ndarray, kind: str, loop: tuple[int, ...]) -> np.ndarray:
     if kind in (FULL, WRITTEN):
         return a.reshape(-1, loop[-1])
-    if kind == STRIDED:
-        return np.broadcast_to(a, loop)
+    if kind == STRIDED:  # entry.py reads non-negative strides only
+        return np.broadcast_to(a if min(a.strides, default=0) >= 0 else a.copy(), loop)
     return np.ascontiguousarray(a).reshape(-1)  # COLUMN, ROW, SCALAR: small, or already flat

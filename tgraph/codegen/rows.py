@@ -20,26 +20,24 @@ LayerNorm and the softmax gradient sum in float64 whatever the dtype.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import numpy as np
 
+from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source
 from tgraph.codegen.numba_cpu import _VECMATH_VERSION, MATH_MODULES, load_source
 
 _HEADER = """import numpy as np
-from numba import njit
 {math}
 {exp_row}
 from {tail_module} import exp as exp_tail
 ACC = np.{acc}
-
-
-@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})
 """
 
 # matches ops/reduce.py's Softmax: a row with no finite maximum is shifted by 0, and a row
 # whose exponentials sum to 0 (all -inf) gives zeros
-SOFTMAX = """def kernel(r0, r1, x, out):
+SOFTMAX = """def kernel(r0, r1, x: "F 2d", out: "F 2d"):
     n = x.shape[1]
     for r in range(r0, r1):
         m = x[r, 0]
@@ -57,7 +55,7 @@ SOFTMAX = """def kernel(r0, r1, x, out):
 """
 
 # ops/fused_grads.py's SoftmaxGrad: g·y − y·Σ(g·y)
-SOFTMAX_GRAD = """def kernel(r0, r1, y, g, out):
+SOFTMAX_GRAD = """def kernel(r0, r1, y: "F 2d", g: "F 2d", out: "F 2d"):
     n = y.shape[1]
     for r in range(r0, r1):
         s = 0.0
@@ -70,7 +68,8 @@ SOFTMAX_GRAD = """def kernel(r0, r1, y, g, out):
 
 # ops/masking.py's Mask without a keep input: query i (aligned to the last keys) keeps key j
 # where j <= i (causal) and |j - i| <= window (window > 0)
-MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
+MASK = """def kernel(r0, r1, x: "F 2d", out: "F 2d", t: int, causal: bool, window: int,
+           fill: float):
     s = x.shape[1]
     for r in range(r0, r1):
         i = r % t + (s - t)
@@ -87,7 +86,8 @@ MASK = """def kernel(r0, r1, x, out, t, causal, window, fill):
 # one GPT config M layer 4 % faster forward, 2.5 % backward). The masked keys below cols
 # are exponentiated too (to 0), since a loop over a row's kept keys alone, of another
 # length on every row, ran its scalar remainder more than its vector body and was no faster.
-MASKED_SOFTMAX = """def kernel(r0, r1, x, out, t, causal, window, scale, cols):
+MASKED_SOFTMAX = """def kernel(r0, r1, x: "F 2d", out: "F 2d", t: int, causal: bool, window: int,
+           scale: float, cols: int):
     s = x.shape[1]
     c = ACC(scale)
     for r in range(r0, r1):
@@ -122,7 +122,7 @@ rstd = 1.0 / math.sqrt(v / n + eps)
 """
 
 # ops/reduce.py's Layernorm
-LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
+LAYERNORM = """def kernel(r0, r1, x: "F 2d", g: "F 1d", b: "F 1d", out: "F 2d", eps: float):
     n = x.shape[1]
     for r in range(r0, r1):
 """ + textwrap.indent(_ROW_STATS, " " * 8) + """        for j in range(n):
@@ -132,7 +132,8 @@ LAYERNORM = """def kernel(r0, r1, x, g, b, out, eps):
 # ops/fused_grads.py's LayernormGrad: dx, and chunk c's sums of g·x̂ and g (dγ's and dβ's
 # parts, float64) into part[c]; rows in chunks of ``chunk``, chunks c0..c1: a part per chunk,
 # not per thread, so the sums are the same however the chunks are shared out
-LAYERNORM_GRAD = """def kernel(c0, c1, x, gamma, g, dx, part, chunk, eps):
+LAYERNORM_GRAD = """def kernel(c0, c1, x: "F 2d", gamma: "F 1d", g: "F 2d", dx: "F 2d",
+           part: "float64 3d", chunk: int, eps: float):
     n = x.shape[1]
     for c in range(c0, c1):
         for j in range(n):
@@ -163,7 +164,7 @@ LAYERNORM_GRAD = """def kernel(c0, c1, x, gamma, g, dx, part, chunk, eps):
 # terms) takes libm's exp, not an inlined one: 0.44 -> 0.32 s of compile time, which a cold
 # -O2 pipeline pays. [128, 50257] on one core: 8.1 ms with vecmath's float64 exp, 5.4 ms so.
 CE_BLOCK = 1024
-CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
+CROSS_ENTROPY = """def kernel(r0, r1, x: "F 2d", targets: "int64 1d", out: "float64 1d"):
     n = x.shape[1]
     full = n - n % {block}
     for r in range(r0, r1):
@@ -186,7 +187,7 @@ CROSS_ENTROPY = """def kernel(r0, r1, x, targets, out):
 # ops/fused_grads.py's CrossEntropyGrad: SOFTMAX's rows, each scaled by c = g/N, the target's
 # entry (y − 1)·c; the caller has checked every target is in [0, n). One pass over the
 # logits where the closed form wrote a one-hot tensor, a softmax and their scaled difference.
-CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x, targets, out, c):
+CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x: "F 2d", targets: "int64 1d", out: "F 2d", c: float):
     n = x.shape[1]
     c = ACC(c)
     for r in range(r0, r1):
@@ -210,7 +211,7 @@ CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x, targets, out, c):
 # ops/layout.py's ScatterAdd as np.add.at does it: updates added in their order (so the
 # sums round alike), one output row at a time; the caller has checked every index is in
 # [0, rows). One thread: two updates of one row must not race.
-SCATTER_ROWS = """def kernel(r0, r1, upd, idx, out):
+SCATTER_ROWS = """def kernel(r0, r1, upd: "F 2d", idx: "int64 1d", out: "F 2d"):
     n = upd.shape[1]
     for r in range(r0, r1):
         k = idx[r]
@@ -219,13 +220,34 @@ SCATTER_ROWS = """def kernel(r0, r1, upd, idx, out):
 """
 
 
-def row_kernel(body: str, dtype) -> object:
+def _header(dtype) -> tuple[str, str, str]:
+    """The module's imports and names for a loop in ``dtype``, its fastmath flags, and
+    the versions of the math it inlines (part of the cache key)."""
     fast = np.dtype(dtype) == np.float32
     text = _HEADER.format(
         math="from tgraph.codegen import vecmath as math" if fast else "import math",
         exp_row=("from tgraph.codegen.vecmath32 import exp as exp_row" if fast
                  else "from math import exp as exp_row"),
-        acc="float32" if fast else "float64", tail_module="numpy" if fast else "math",
-        flags='{"contract", "nsz", "arcp", "reassoc"}' if fast else "set()") + body
+        acc="float32" if fast else "float64", tail_module="numpy" if fast else "math")
+    flags = '{"contract", "nsz", "arcp", "reassoc"}' if fast else "set()"
     versions = f"{_VECMATH_VERSION} {MATH_MODULES['f32'][1]}" if fast else ""
-    return load_source(f"{text}\n{versions}", lambda: text)
+    return text, flags, versions
+
+
+def row_kernel(body: str, dtype) -> object:
+    """The jitted loop, for other compiled code to call (attention's softmax rows)."""
+    header, flags, versions = _header(dtype)
+    text = (f"{header}from numba import njit\n\n\n"
+            f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})\n{body}")
+    return load_source(f"{text}\n{versions}", lambda: text).kernel
+
+
+@functools.cache
+def row_entry(body: str, dtype: np.dtype, imports: str = "") -> Entry:
+    """The loop as a C entry point (entry.py), for ``split`` to run on any thread;
+    ``imports``: lines that bring in the compiled functions it calls."""
+    header, flags, versions = _header(dtype)
+    source, params = entry_source(body, dtype, f"@cfunc({ENTRY_SIGNATURE}, cache=True, "
+                                               f"error_model='numpy', fastmath={flags})")
+    text = f"{header}{IMPORTS}{imports}\n\n{source}"
+    return Entry(load_source(f"{text}\n{versions}", lambda: text).entry, params)
