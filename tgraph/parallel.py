@@ -25,8 +25,8 @@ A part given as a Python callable makes the worker wait that long for the GIL wh
 (the caller holds it until its own part enters compiled code): in a GPT config M training
 step the worker began its part a median 54 µs after the split did, the caller 21 µs. A
 ``CompiledJob`` (a C function's address and the integers it reads) never needs the GIL:
-the worker's compiled watch loop calls it as soon as it sees the post. GEMMs, most of a
-step's split time, are posted so.
+the worker's compiled watch loop calls it as soon as it sees the post. Every loop tgraph
+compiles is posted so: GEMMs, fused chains, row kernels, attention (codegen/entry.py).
 
 Parts are sized by how fast each thread has lately been, not split evenly. On a shared
 host one core is at times slowed for seconds (a neighbour on its SMT sibling): in one GPT
@@ -56,11 +56,10 @@ from numba.extending import intrinsic
 
 #: below this many elements of work a job runs on the calling thread only
 PARALLEL_MIN = 1 << 15
-#: seconds a job must take on one thread for a split to pay: a Python-callable part starts
-#: on the worker 40-60 µs late (it waits for the GIL), so a loop of 25-100 µs whole (a bias
-#: add over [128, 768] or [1024, 256]) took 55-100 µs split. Fused loops, timed whole and
-#: split: the split won from ~100 µs whole on.
-WORTH_SPLITTING = 1e-4
+#: seconds a keyed job (a compiled loop) must take on one thread for a split to pay: a
+#: split costs ~10-15 µs, so LayerNorm over [64, 256] took 17 µs whole and 25 split, over
+#: [128, 768] 53 whole and 43 split; the split won from ~30 µs whole on
+WORTH_SPLITTING = 3e-5
 #: runs of a keyed job timed whole before its verdict (the first may fault in fresh pages)
 ALONE_RUNS = 2
 #: seconds a worker (and a caller waiting for one) watches its flag before sleeping
@@ -358,8 +357,8 @@ def split(job: Callable[[int, int], object], n: int, work: int,
           min_work: int = PARALLEL_MIN, key=None) -> None:
     """``job(start, stop)`` over 0..n in one part per core (one part when ``work``, the
     elements touched or the kernel's own unit, is below ``min_work``). ``key`` (hashable:
-    the compiled function and the shape, say) names a Python-callable job whose cost
-    ``work`` does not tell: its first ALONE_RUNS runs go whole on the calling thread, timed,
+    the compiled loop's address and the shape, say) names a job whose cost ``work`` does
+    not tell: its first ALONE_RUNS runs go whole on the calling thread, timed,
     and it is split from then on only if the fastest took WORTH_SPLITTING or more."""
     parts = min(cores() if work >= min_work else 1, max(n, 1))
     if parts > 1 and key is not None:
