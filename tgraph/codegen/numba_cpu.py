@@ -12,9 +12,9 @@ a per-row statistic by [row], anything else through a broadcast view by its full
 kernel is compiled per body and way of reading. With contiguous reads, ``error_model=
 'numpy'`` (no exception branch on a division) and, for float32, vecmath's exp/erfc/tanh in
 place of libm calls, LLVM vectorizes the inner loop (an exact-GELU gradient: 29 -> 7 ms per
-million elements on one core). The function takes a row range and releases the GIL
-(``nogil``); a large array's rows are split over one thread per core, a small one runs on
-the calling thread.
+million elements on one core). The function is compiled as a C entry point over a row range
+(entry.py), so any thread runs it without the GIL; a large array's rows are split over one
+thread per core, a small one runs on the calling thread.
 Numba's own ``parallel=True``/``prange`` was the first version: on this 2-core machine
 shared with other jobs, its worker threads and OpenBLAS's spin against each other between
 kernels (a tiny GPT's forward took 230 ms in fused kernels instead of 1 ms), it cannot
@@ -156,7 +156,8 @@ def float32_formula(expr: str) -> str:
 
 
 def source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
-    """Python source of the module whose ``entry`` (entry.py) is ``kernel_source``'s loop."""
+    """Python source of the module whose ``entry`` (entry.py) is ``kernel_source``'s loop,
+    compiled where the module runs."""
     reduces = any(e["op"] in ("sum", "mean") for e in attrs["body"])
     # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
     flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
