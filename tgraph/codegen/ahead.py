@@ -4,10 +4,11 @@ Numba compiles one function at a time under the GIL, so building the Executable 
 gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one core (10
 fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compiles at once
 each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x;
-a split by estimated compile time did no better than every other kernel. When at least
-``MIN_COLD`` fused loops are missing from the cache, every other distinct kernel is sent to
-a fresh ``python -m tgraph.codegen.ahead``, which compiles it into the same disk cache while
-this process compiles the rest; this process then only loads the helper's share. The helper
+a split by estimated compile time did no better than every other kernel (the two longest,
+attention's, go first: one each). When at least ``MIN_COLD`` fused loops are missing from
+the cache, every other distinct kernel is sent to a fresh ``python -m tgraph.codegen.ahead``,
+which compiles it into the same disk cache while this process compiles the rest; this
+process then only loads the helper's share. The helper
 gets node types and attrs as JSON on its stdin (what this process already checked), and
 nothing depends on it: a kernel it did not write is compiled here as usual.
 """
@@ -22,6 +23,11 @@ import sys
 MIN_COLD = 4
 #: seconds this process waits for the helper before compiling its share itself
 TIMEOUT_S = 300
+#: the longest compiles (gpt2-small: attention 1.0-1.6 s, its gradient 0.5-0.9 s, any other
+#: kernel 0.1-0.4 s): first in the list, so each process gets one. In list order the two
+#: fell to this process together about half the time, and the cold pipeline took 3.5-4.1 s
+#: where it takes 3.2-3.5 so.
+LONGEST = ("attention", "attention_grad")
 
 
 def compile_ahead(backend, nodes) -> None:
@@ -45,7 +51,7 @@ def compile_ahead(backend, nodes) -> None:
         cold += n.op == "fused" and not FusedKernel(n).cached()
     if cold < MIN_COLD or cores() < 2:
         return
-    ordered = list(jobs.values())
+    ordered = sorted(jobs.values(), key=lambda n: n.op not in LONGEST)
     mine, theirs = ordered[0::2], ordered[1::2]
     try:
         helper = subprocess.Popen([sys.executable, "-m", "tgraph.codegen.ahead"],
