@@ -170,22 +170,23 @@ def cross_entropy_grad(xp, logits, targets, g):
           key=(entry.address, logits.shape))
     return out.reshape(logits.shape)
 
-def attention(xp, q, k, v, causal=False, window=0, scale=1.0):
+def attention(xp, q, k, v, causal=False, window=0, scale=1.0, weights=False):
     from tgraph.codegen.attention import attention as fused
 
-    res = fused(q, k, v, causal, window, scale)
+    res = fused(q, k, v, causal, window, scale, weights)
     if res is None:
-        return get_op("attention").kernel(xp, q, k, v, causal=causal, window=window, scale=scale)
+        return get_op("attention").kernel(xp, q, k, v, causal=causal, window=window,
+                                          scale=scale, weights=weights)
     return res
 
 
-def attention_grad(xp, q, k, v, g, causal=False, window=0, scale=1.0):
+def attention_grad(xp, q, k, v, g, *kept, causal=False, window=0, scale=1.0):
     from tgraph.codegen.attention import attention_grad as fused
 
-    res = fused(q, k, v, g, causal, window, scale)
+    res = fused(q, k, v, g, causal, window, scale, *kept)
     if res is None:
-        return get_op("attention_grad").kernel(xp, q, k, v, g, causal=causal, window=window,
-                                               scale=scale)
+        return get_op("attention_grad").kernel(xp, q, k, v, g, *kept, causal=causal,
+                                               window=window, scale=scale)
     return res
 
 

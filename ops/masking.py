@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from tgraph import builder as tb
 from tgraph.errors import ShapeError
 from tgraph.ops.elementwise import broadcast_types, need_float
@@ -142,19 +144,21 @@ class MaskedSoftmax(OpDef):
 
 @register_op
 class Attention(OpDef):
-    """masked_softmax(q · kᵀ) · v as one op: -O2's form of a forward graph's attention
-    (tgraph/passes/attention.py), where nothing else reads the scores or the weights. The
-    NumPy backend computes it one (batch, head) at a time, the [T, S] weights staying in
-    the core's cache (tgraph/codegen/attention.py); this kernel is the reference."""
+    """masked_softmax(q · kᵀ) · v as one op: -O2's form of a graph's attention
+    (tgraph/passes/attention.py), where nothing else reads the scores. The NumPy backend
+    computes it one (batch, head) at a time, the [T, S] weights staying in the core's cache
+    (tgraph/codegen/attention.py); this kernel is the reference. With ``weights`` the
+    weights are a second output too: a training graph keeps them for attention_grad, which
+    then does not compute them again."""
 
     fresh_result = True
 
     name = "attention"
-    attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps"}
+    attr_kinds = {"causal": "bool", "window": "nat", "scale": "eps", "weights": "bool"}
     signature = ("attention(q[..., T, D], k[..., S, D], v[..., S, E], causal=False, window=0, "
-                 "scale=1.0) -> [..., T, E]")
+                 "scale=1.0, weights=False) -> [..., T, E] (and the weights [..., T, S])")
 
-    def infer(self, types, causal=False, window=0, scale=1.0):
+    def infer(self, types, causal=False, window=0, scale=1.0, weights=False):
         if len(types) != 3:
             raise ShapeError("attention takes q, k and v")
         q, k, v = (need_float(t, self.name) for t in types)
@@ -167,22 +171,24 @@ class Attention(OpDef):
                              f"{fmt_shape(q.shape)}, {fmt_shape(k.shape)}, {fmt_shape(v.shape)}")
         if not (causal or window):
             raise ShapeError("attention needs causal=True or window>0 (its softmax is masked)")
-        return q.with_shape((*q.shape[:-1], v.shape[-1]))
+        out = q.with_shape((*q.shape[:-1], v.shape[-1]))
+        return [out, q.with_shape((*q.shape[:-1], k.shape[-2]))] if weights else out
 
-    def kernel(self, xp, q, k, v, causal=False, window=0, scale=1.0):
+    def kernel(self, xp, q, k, v, causal=False, window=0, scale=1.0, weights=False):
         from tgraph.ops.registry import get_op
 
         scores = get_op("matmul").kernel(xp, q, xp.swapaxes(k, -1, -2))
-        weights = get_op("masked_softmax").kernel(xp, scores, causal=causal, window=window,
-                                                  scale=scale)
-        return get_op("matmul").kernel(xp, weights, v)
+        p = get_op("masked_softmax").kernel(xp, scores, causal=causal, window=window,
+                                            scale=scale)
+        out = get_op("matmul").kernel(xp, p, v)
+        return (out, p) if weights else out
 
-    def jax_kernel(self, jnp, q, k, v, causal=False, window=0, scale=1.0):
+    def jax_kernel(self, jnp, q, k, v, causal=False, window=0, scale=1.0, weights=False):
         from tgraph.ops.registry import get_op
 
-        weights = get_op("masked_softmax").jax_kernel(
+        p = get_op("masked_softmax").jax_kernel(
             jnp, q @ jnp.swapaxes(k, -1, -2), causal=causal, window=window, scale=scale)
-        return weights @ v
+        return (p @ v, p) if weights else p @ v
 
     def flops(self, in_shapes, out_shapes, **attrs):
         q, k, v = in_shapes
@@ -190,9 +196,16 @@ class Attention(OpDef):
         return 2 * pairs * (q[-1] + v[-1]) + 7 * pairs
 
     def vjp(self, node, grads):
-        """One attention_grad op: the weights recomputed from q and k, as the forward never
-        kept them."""
-        return list(tb.apply("attention_grad", *node.inputs, grads[0], **_attention_attrs(node)))
+        """One attention_grad op, given the weights when the forward kept them (else it
+        computes them again from q and k). A cotangent on the weights themselves (something
+        else read them, or a second derivative) goes through the closed form."""
+        attrs = _attention_attrs(node)
+        if len(grads) > 1 and grads[1] is not None:
+            from tgraph.autodiff import vjp_of_expansion
+
+            return vjp_of_expansion(node, grads, lambda *xs: attention_closed_form(*xs, **attrs))
+        return list(tb.apply("attention_grad", *node.inputs, grads[0], *node.outputs[1:],
+                             **attrs))
 
     def examples(self, rng):
         def qkv(lead, t, s, d, e):
@@ -201,9 +214,10 @@ class Attention(OpDef):
 
         return [(qkv((2,), 4, 4, 3, 2), {"causal": True, "scale": 0.5}),
                 (qkv((2, 2), 3, 5, 2, 3), {"causal": True, "window": 1}),
-                (qkv((), 6, 6, 4, 4), {"window": 2, "scale": 2.0})]
+                (qkv((), 6, 6, 4, 4), {"window": 2, "scale": 2.0}),
+                (qkv((2,), 5, 5, 3, 2), {"causal": True, "scale": 0.5, "weights": True})]
 
-    def label(self, causal=False, window=0, scale=1.0):
+    def label(self, causal=False, window=0, scale=1.0, weights=False):
         kinds = Mask.label(self, causal, window)[6:-1]
         return f"Attention ({kinds}{f', ×{scale:.3g}' if scale != 1.0 else ''})"
 
@@ -213,14 +227,27 @@ def _attention_attrs(node) -> dict:
     return {a: node.attrs[a] for a in ("causal", "window", "scale") if a in node.attrs}
 
 
-def attention_grad_closed_form(q, k, v, g, causal=False, window=0, scale=1.0):
-    """(dq, dk, dv) of attention(q, k, v) for the output cotangent g, as graph ops: P the
-    recomputed weights, dS = scale · softmax_grad(P, g·vᵀ); dq = dS·k, dk = dSᵀ·q,
-    dv = Pᵀ·g."""
+def _weights(q, k, causal, window, scale):
+    """masked_softmax(q·kᵀ) as graph ops."""
     from tgraph.ops.linalg import swap_last
 
-    weights = tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), causal=causal,
-                       window=window, scale=scale)
+    return tb.apply("masked_softmax", tb.matmul(q, swap_last(k)), causal=causal,
+                    window=window, scale=scale)
+
+
+def attention_closed_form(q, k, v, causal=False, window=0, scale=1.0):
+    """attention(q, k, v, weights=True) as graph ops: [P·v, P]."""
+    weights = _weights(q, k, causal, window, scale)
+    return [tb.matmul(weights, v), weights]
+
+
+def attention_grad_closed_form(q, k, v, g, *kept, causal=False, window=0, scale=1.0):
+    """(dq, dk, dv) of attention(q, k, v) for the output cotangent g, as graph ops: P the
+    weights (``kept``, or computed again from q and k), dS = scale · softmax_grad(P, g·vᵀ);
+    dq = dS·k, dk = dSᵀ·q, dv = Pᵀ·g."""
+    from tgraph.ops.linalg import swap_last
+
+    weights = kept[0] if kept else _weights(q, k, causal, window, scale)
     d_scores = tb.apply("softmax_grad", weights, tb.matmul(g, swap_last(v)))
     if scale != 1.0:
         d_scores = tb.scale(d_scores, scale)
@@ -230,33 +257,39 @@ def attention_grad_closed_form(q, k, v, g, causal=False, window=0, scale=1.0):
 
 @register_op
 class AttentionGrad(OpDef):
-    """attention's gradient (dq, dk, dv) for its output's cotangent g, as one op: the
-    weights are recomputed from q and k (flash attention's backward), so a training graph
-    keeps no [.., T, S] tensor between its forward and backward. The NumPy backend computes
-    it one (batch, head) at a time with the scores in the core's cache
-    (tgraph/codegen/attention.py); this kernel is the reference."""
+    """attention's gradient (dq, dk, dv) for its output's cotangent g, as one op. Given the
+    weights p that the forward kept (attention with ``weights``) it reads them; without,
+    it computes them again from q and k (flash attention's backward), so the graph keeps no
+    [.., T, S] tensor between its forward and backward. The NumPy backend computes it one
+    (batch, head) at a time with the scores in the core's cache (tgraph/codegen/attention.py);
+    this kernel is the reference."""
 
     fresh_result = True
 
     name = "attention_grad"
     attr_kinds = Attention.attr_kinds
     signature = ("attention_grad(q[..., T, D], k[..., S, D], v[..., S, E], g[..., T, E], "
-                 "causal=False, window=0, scale=1.0) -> (dq, dk, dv)")
+                 "[p[..., T, S]], causal=False, window=0, scale=1.0) -> (dq, dk, dv)")
 
     def infer(self, types, causal=False, window=0, scale=1.0):
-        if len(types) != 4:
-            raise ShapeError("attention_grad takes q, k, v and the output's gradient g")
-        out = Attention.infer(self, types[:3], causal=causal, window=window, scale=scale)
+        if len(types) not in (4, 5):
+            raise ShapeError("attention_grad takes q, k, v, the output's gradient g and, "
+                             "when the forward kept them, the weights p")
+        out, weights = Attention.infer(self, types[:3], causal=causal, window=window,
+                                       scale=scale, weights=True)
         if types[3] != out:
             raise ShapeError(f"attention_grad needs g like attention's output {out}, got "
                              f"{types[3]}")
+        if types[4:] and types[4] != weights:
+            raise ShapeError(f"attention_grad needs p like attention's weights {weights}, got "
+                             f"{types[4]}")
         return list(types[:3])
 
-    def kernel(self, xp, q, k, v, g, causal=False, window=0, scale=1.0):
+    def kernel(self, xp, q, k, v, g, *kept, causal=False, window=0, scale=1.0):
         from tgraph.ops.registry import get_op
 
         matmul = get_op("matmul").kernel
-        weights = get_op("masked_softmax").kernel(
+        weights = kept[0] if kept else get_op("masked_softmax").kernel(
             xp, matmul(xp, q, xp.swapaxes(k, -1, -2)), causal=causal, window=window,
             scale=scale)
         d_scores = get_op("softmax_grad").kernel(xp, weights, matmul(xp, g, xp.swapaxes(v, -1, -2)))
@@ -264,10 +297,10 @@ class AttentionGrad(OpDef):
         return (matmul(xp, d_scores, k), matmul(xp, xp.swapaxes(d_scores, -1, -2), q),
                 matmul(xp, xp.swapaxes(weights, -1, -2), g))
 
-    def jax_kernel(self, jnp, q, k, v, g, causal=False, window=0, scale=1.0):
+    def jax_kernel(self, jnp, q, k, v, g, *kept, causal=False, window=0, scale=1.0):
         from tgraph.ops.registry import get_op
 
-        weights = get_op("masked_softmax").jax_kernel(
+        weights = kept[0] if kept else get_op("masked_softmax").jax_kernel(
             jnp, q @ jnp.swapaxes(k, -1, -2), causal=causal, window=window, scale=scale)
         d_weights = g @ jnp.swapaxes(v, -1, -2)
         d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdims=True)) * scale
@@ -275,8 +308,10 @@ class AttentionGrad(OpDef):
                 jnp.swapaxes(weights, -1, -2) @ g)
 
     def flops(self, in_shapes, out_shapes, **attrs):
-        q, k, v, _ = in_shapes
+        q, k, v = in_shapes[:3]
         pairs = math.prod(q[:-1]) * k[-2]
+        if len(in_shapes) == 5:  # the weights given: no q·kᵀ, no softmax
+            return 2 * pairs * (2 * q[-1] + 2 * v[-1]) + 5 * pairs
         return 2 * pairs * (3 * q[-1] + 2 * v[-1]) + 12 * pairs
 
     def vjp(self, node, grads):
@@ -287,8 +322,14 @@ class AttentionGrad(OpDef):
         return vjp_of_expansion(node, grads, lambda *xs: attention_grad_closed_form(*xs, **attrs))
 
     def examples(self, rng):
-        return [(arrays + [rng.standard_normal((*arrays[0].shape[:-1], arrays[2].shape[-1]))],
-                 attrs) for arrays, attrs in Attention.examples(self, rng)]
+        """The weights, where given, are those of q and k (what the forward kept)."""
+        cases = []
+        for arrays, attrs in Attention.examples(self, rng):
+            kept = attrs.pop("weights", False)
+            g = rng.standard_normal((*arrays[0].shape[:-1], arrays[2].shape[-1]))
+            p = Attention.kernel(self, np, *arrays, weights=True, **attrs)[1]
+            cases.append((arrays + [g] + ([p] if kept else []), attrs))
+        return cases
 
     def label(self, causal=False, window=0, scale=1.0):
         return Attention.label(self, causal, window, scale).replace("Attention", "Attention′", 1)

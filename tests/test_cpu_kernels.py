@@ -523,6 +523,28 @@ def test_attention_grad_kernel_float32_within_its_error_bound(kw, t, s):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("kw,t,s", ATTENTION_CASES)
+def test_attention_kept_weights_are_the_softmax_and_give_the_same_gradient(kw, t, s):
+    """attention with ``weights`` returns the same output and the weights it used: within
+    the float32 softmax's bound of float64's, zero wherever the mask hides a key (past a
+    causal block's last key too); attention_grad reading them gives what computing them
+    again gives, bit for bit (the same products, in the same order)."""
+    q, k, v, g = head_views(np.random.default_rng(13), t, s, 8, 5, with_grad=True)
+    out, kept = KERNELS["attention"](np, q, k, v, weights=True, **kw)
+    np.testing.assert_array_equal(out, KERNELS["attention"](np, q, k, v, **kw))
+    q64, k64 = q.astype(np.float64), k.astype(np.float64)
+    scale = kw.get("scale", 1.0)
+    want = get_op("masked_softmax").kernel(np, q64 @ k64.swapaxes(-1, -2), **kw)
+    m = (np.abs(q64) @ np.abs(k64).swapaxes(-1, -2)).max(-1, keepdims=True)
+    bound = want * U32 * (2 * scale * (8 + 1) * m + 24 * scale * m + s + 11)
+    assert kept.dtype == np.float32 and kept.flags.c_contiguous
+    assert np.all(np.abs(kept - want) <= bound)
+    np.testing.assert_array_equal(kept[want == 0], 0)
+    for x, y in zip(KERNELS["attention_grad"](np, q, k, v, g, kept, **kw),
+                    KERNELS["attention_grad"](np, q, k, v, g, **kw)):
+        np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split
 def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
     """(dx, dγ, dβ) of one row loop against the float64 closed form on the same numbers: the

@@ -9,6 +9,7 @@ import ctypes
 import math
 import shutil
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -22,9 +23,9 @@ _C = {"float64": "double", "float32": "float", "bool": "bool", "int64": "long lo
 
 
 def single_op_cases():
-    rng = np.random.default_rng(0)
     cases = []
     for name, op in sorted(all_ops().items()):
+        rng = np.random.default_rng(zlib.crc32(name.encode()))  # another op's cases move nothing
         for arrays, attrs in (op.examples(rng) if hasattr(op, "examples") else [])[:1]:
             if op.scalar([f"a{i}" for i in range(len(arrays))], **attrs) is None:
                 continue
@@ -97,8 +98,20 @@ def test_every_op_with_a_formula_prints_as_c_that_computes_it(compiled):
     assert {"add", "exp", "gelu", "gelu_grad", "where", "compare", "maximum"} <= names
     for name in names:
         fn, arrays, want = compiled[name]
-        np.testing.assert_allclose(run_case(fn, arrays, want), want, rtol=4e-15, atol=1e-300,
-                                   err_msg=name)
+        np.testing.assert_allclose(run_case(fn, arrays, want), want, rtol=4e-15,
+                                   atol=_cancelling(name, arrays), err_msg=name)
+
+
+def _cancelling(name: str, arrays) -> float:
+    """An absolute error allowed where a formula subtracts near-equal terms: GELU′ = g·(Φ(x)
+    + x·φ(x)) for x < 0, its terms each rounded (CUDA's normcdf is erfc's, the reference's
+    ndtr is not) to a few u of their size."""
+    if name != "gelu_grad":
+        return 1e-300
+    x, g = arrays
+    terms = np.abs(g) * (0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2)) + np.abs(x) * np.exp(-x * x / 2)
+                         / math.sqrt(2 * math.pi))
+    return float(8 * 2.0**-53 * terms.max())
 
 
 @pytest.mark.parametrize("name", [n for n, _, _ in chain_cases()])

@@ -229,9 +229,9 @@ def test_a_fused_node_is_drawn_as_a_block_of_its_ops_that_depth_opens(tmp_path):
 def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
     """-O2 runs scale+mask+softmax as one op: no mask op is left, the forward's 1/√d is the
     op's scale, and the two products go in too (one attention op). A training graph's
-    attention is one op as well, differentiated as one attention_grad op that recomputes
-    the weights: no masked_softmax or softmax_grad over [.., T, S] is left. Forward and
-    gradients equal -O0's."""
+    attention is one op as well, that also returns its weights, differentiated as one
+    attention_grad op that reads them: no masked_softmax or softmax_grad over [.., T, S] is
+    left. Forward and gradients equal -O0's."""
     g = build_model("gpt", loss=True, dtype="float64", vocab=11, window=window, **SMALL)
     params, feeds = tg.init_params(g, 2), random_feeds(g, {"B": 2, "T": 8}, 2)
     fwd, report = optimize(g, 2)
@@ -244,6 +244,10 @@ def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
     d_head = SMALL["d_model"] // SMALL["n_heads"]
     scales = [n.attrs.get("scale") for n in fwd.nodes if n.op == "attention"]
     assert scales == pytest.approx([d_head ** -0.5] * SMALL["n_layers"])
+    assert not any(n.attrs.get("weights") for n in fwd.nodes)
+    kept = {id(n.outputs[1]) for n in fb.nodes if n.op == "attention" and n.attrs["weights"]}
+    assert len(kept) == SMALL["n_layers"]
+    assert {id(n.inputs[4]) for n in fb.nodes if n.op == "attention_grad"} == kept
     close(tg.run(fwd, feeds, params), tg.run(g, feeds, params), 1e-10)
     close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
 

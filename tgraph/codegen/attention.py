@@ -36,21 +36,26 @@ CAUSAL_BLOCK = 64
 
 _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 2d", lds: "int64 1d",
            t: int, s: int, d: int, e: int, causal: bool, window: int, scale: float,
-           one_zero: "F 1d", block: int):
+           one_zero: "F 1d", block: int, kept: int):
     """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
     offsets: each product's byte offsets into them (rows 0-3); lds: their leading
-    dimensions. Rows that see no key are left as they are (zeros, by the caller)."""
+    dimensions. Rows that see no key are left as they are (zeros, by the caller). kept: 0,
+    or the address of a C-contiguous [.., t, s] array the weights are written to."""
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
-    scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
+    scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
     scratch = np.empty(8, np.int64)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
     for i in range(lo, hi):
+        weights = carray(pointer(kept + i * t * s * itemsize, np.float32), (t, s)) if kept \
+            else local
         for r0 in range(0, t, step):
             r1 = min(r0 + step, t)
             width = min(s, r1 + s - t) if causal else s  # the keys these queries may see
+            if kept:  # the keys past those this block sees weigh 0
+                weights[r0:r1, max(width, 0):] = 0.0
             if width <= 0:
                 continue
             # row-major scores = Q·Kᵀ is the column-major scoresᵀ = K·Qᵀ
@@ -66,17 +71,20 @@ _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 
 
 _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
            offsets: "int64 2d", lds: "int64 1d", t: int, s: int, d: int, e: int, causal: bool,
-           window: int, scale: float, one_zero: "F 1d", block: int):
+           window: int, scale: float, one_zero: "F 1d", block: int, kept: int):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
-    that see no key are left as they are (zeros, by the caller)."""
-    scores, weights = np.empty((t, s), one_zero.dtype), np.empty((t, s), one_zero.dtype)
+    that see no key are left as they are (zeros, by the caller). kept: 0, or the address of
+    the weights the forward kept (C-contiguous [.., t, s]), read instead of computed."""
+    scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
     scratch = np.empty(8, np.int64)
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
     for i in range(lo, hi):
+        weights = carray(pointer(kept + i * t * s * itemsize, np.float32), (t, s)) if kept \
+            else local
         k_at, v_at = k + offsets[1, i], v + offsets[2, i]
         dk_at, dv_at = dk + offsets[5, i], dv + offsets[6, i]
         # the last block first: it sees every key, so its dK and dV products (beta 0) set
@@ -93,9 +101,10 @@ _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: 
             s_at = scores.ctypes.data + r0 * s * itemsize
             w_at = weights.ctypes.data + r0 * s * itemsize
             # row-major X = A·B is the column-major Xᵀ = Bᵀ·Aᵀ: operands swapped
-            blas_gemm(115, 84, 78, width, rows, d, one, k_at, lds[1], q_at, lds[0], zero,
-                      s_at, s, scratch)  # scores = Q·Kᵀ
-            softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
+            if not kept:
+                blas_gemm(115, 84, 78, width, rows, d, one, k_at, lds[1], q_at, lds[0], zero,
+                          s_at, s, scratch)  # scores = Q·Kᵀ
+                softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
             blas_gemm(115, 84, 78, width, rows, e, one, v_at, lds[2], g_at, lds[3], zero,
                       s_at, s, scratch)  # dP = G·Vᵀ, over the scores
             for r in range(r0, r1):  # dS = scale·P∘(dP − Σ P∘dP), in place
@@ -132,23 +141,30 @@ def _fits(*arrays: np.ndarray) -> bool:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, window: int,
-              scale: float) -> np.ndarray | None:
-    """The op's result, its heads laid out by row, or None where this path does not apply
-    (the caller then runs the reference): float32 only, each matrix's rows contiguous."""
+              scale: float, weights: bool = False) -> np.ndarray | tuple | None:
+    """The op's result, its heads laid out by row (and with ``weights`` the weights,
+    C-contiguous), or None where this path does not apply (the caller then runs the
+    reference): float32 only, each matrix's rows contiguous."""
     if not _fits(q, k, v) or not q.size or not k.shape[-2]:
         return None
     lead, t, s, e = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
     out = _heads_by_rows(lead, t, e)[0]
     if causal and s < t:
         out[...] = 0  # queries before the first key see none
-    _run(_BODY, (q, k, v, out), causal, window, scale, passes=1)
-    return out
+    kept = np.empty((*lead, t, s), np.float32) if weights else None
+    _run(_BODY, (q, k, v, out), causal, window, scale, kept, passes=1)
+    return (out, kept) if weights else out
 
 
 def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, causal: bool,
-                   window: int, scale: float) -> tuple | None:
-    """(dq, dk, dv), or None where this path does not apply (as ``attention``)."""
+                   window: int, scale: float, kept: np.ndarray | None = None) -> tuple | None:
+    """(dq, dk, dv), or None where this path does not apply (as ``attention``); ``kept``:
+    the weights the forward kept, read where they are a C-contiguous float32 array (they
+    must be attention's own: the masked entries zero)."""
     if not _fits(q, k, v, g) or not q.size or not k.shape[-2] or not v.shape[-1]:
+        return None
+    if kept is not None and (kept.dtype != np.float32 or not kept.flags.c_contiguous
+                             or kept.shape != (*q.shape[:-1], k.shape[-2])):
         return None
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
@@ -158,13 +174,16 @@ def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, c
         (dq,), (dk, dv) = _heads_by_rows(lead, t, d), _heads_by_rows(lead, s, d, e)
     if causal and s < t:
         dq[...] = 0  # queries before the first key see none
-    _run(_GRAD_BODY, (q, k, v, g, dq, dk, dv), causal, window, scale, passes=3)
+    _run(_GRAD_BODY, (q, k, v, g, dq, dk, dv), causal, window, scale, kept,
+         passes=2 if kept is not None else 3)
     return dq, dk, dv
 
 
-def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float, passes: int):
+def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
+         kept: np.ndarray | None, passes: int):
     """``body``'s kernel over every (batch, head) product, split over the cores; arrays: q,
-    k, v, then the rest, each passed as its address, product offsets and leading dimension."""
+    k, v, then the rest, each passed as its address, product offsets and leading dimension;
+    ``kept``: the weights, C-contiguous, written (forward) or read (gradient), or None."""
     q, k, v = arrays[:3]
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
@@ -179,5 +198,6 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float, pass
     one_zero = np.array([1, 0], np.float32)
     with one_thread():
         split(entry.job(*(x.ctypes.data for x in arrays), offsets, lds, t, s, d, e, causal,
-                        window, scale, one_zero, CAUSAL_BLOCK),
+                        window, scale, one_zero, CAUSAL_BLOCK,
+                        0 if kept is None else kept.ctypes.data),
               count, passes * count * t * s)

@@ -130,23 +130,26 @@ def _masked_softmax(e, n, ins):
 
 
 def _attention(e, n, ins):
-    """MatMul(q, kᵀ), the masked softmax above, MatMul with v."""
+    """MatMul(q, kᵀ), the masked softmax above, MatMul with v (and the weights, when kept)."""
     q, k, v = ins
     rank = n.inputs[0].type.rank
     k_t = e.op("Transpose", [k], perm=[*range(rank - 2), rank - 1, rank - 2])
-    return e.op("MatMul", [_masked_softmax(e, n, [e.op("MatMul", [q, k_t])]), v])
+    weights = _masked_softmax(e, n, [e.op("MatMul", [q, k_t])])
+    out = e.op("MatMul", [weights, v])
+    return [out, weights] if n.attrs.get("weights") else out
 
 
 def _attention_grad(e, n, ins):
-    """ops/masking.py's closed form: the weights recomputed, then (dS·k, dSᵀ·q, Pᵀ·g)."""
-    q, k, v, g = ins
+    """ops/masking.py's closed form: the weights kept or computed again, then (dS·k, dSᵀ·q,
+    Pᵀ·g)."""
+    q, k, v, g = ins[:4]
     rank = n.inputs[0].type.rank
     perm = [*range(rank - 2), rank - 1, rank - 2]
 
     def t(x):
         return e.op("Transpose", [x], perm=perm)
 
-    weights = _masked_softmax(e, n, [e.op("MatMul", [q, t(k)])])
+    weights = ins[4] if len(ins) == 5 else _masked_softmax(e, n, [e.op("MatMul", [q, t(k)])])
     d_weights = e.op("MatMul", [g, t(v)])
     d_scores = e.op("Mul", [_softmax_grad(e, n, [weights, d_weights]),
                             e.scalar(float(n.attrs.get("scale", 1.0)), _dtype(n))])

@@ -9,9 +9,10 @@ the mask op's gradient puts after ``softmax_grad(y, g)`` goes too: y is exactly 
 masked keys, so y·(g − Σ g·y) already is, for any finite g.
 
 Then ``matmul(masked_softmax(matmul(q, kᵀ)), v)`` whose scores and weights nothing else
-reads (a forward-only graph: a training graph keeps the weights for its backward)
-becomes ``attention(q, k, v)``, computed a (batch, head) at a time with the weights kept
-in cache (tgraph/codegen/attention.py).
+reads becomes ``attention(q, k, v)``, computed a (batch, head) at a time with the weights kept
+in cache (tgraph/codegen/attention.py). A forward about to be differentiated
+(``training_graph``) gets the op that also returns the weights: its attention_grad reads them
+(GPT config M, one layer's gradient: 2.9 ms computing them again, 2.0 ms reading them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 
 from tgraph.ir import CONST, Graph, Node, Value
 from tgraph.passes.layout import swaps_last_axes
-from tgraph.passes.simplify import dce, replace_values
+from tgraph.passes.simplify import dce, move_before, replace_values
 
 
 def fuse_masked_softmax(graph: Graph) -> int:
@@ -54,14 +55,16 @@ def fuse_masked_softmax(graph: Graph) -> int:
     return folded
 
 
-def fuse_attention(graph: Graph) -> int:
+def fuse_attention(graph: Graph, keep_weights: bool = False) -> int:
     """``matmul(masked_softmax(matmul(q, kᵀ)), v)``, where the scores and the weights have no
-    other reader, becomes ``attention(q, k, v)``; returns how many. A training graph keeps
-    its weights for the backward, so this finds its forward-only graphs' attention."""
+    other reader, becomes ``attention(q, k, v)``; returns how many. ``keep_weights``: the
+    op also returns the weights (a forward graph about to be differentiated: its
+    attention_grad then reads them instead of computing them again)."""
     users = graph.users()
     outputs = set(map(id, graph.outputs.values()))
     folded = 0
-    for n in graph.nodes:
+    same: dict[Value, Value] = {}
+    for n in list(graph.nodes):
         weights = n.inputs[0].node if n.op == "matmul" else None
         scores = weights.inputs[0].node if weights is not None and weights.op == "masked_softmax" \
             else None
@@ -73,9 +76,17 @@ def fuse_attention(graph: Graph) -> int:
                 or not q.type.rank == k.type.rank == v.type.rank
                 or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
             continue
-        n.op, n.inputs, n.attrs = "attention", [q, k, v], dict(weights.attrs)
         folded += 1
+        if not keep_weights:
+            n.op, n.inputs, n.attrs = "attention", [q, k, v], dict(weights.attrs)
+            continue
+        with graph.scope(n.scope):
+            out, _ = graph.apply("attention", [q, k, v], {**weights.attrs, "weights": True})
+        out.node.meta = dict(n.meta)
+        move_before(graph, [out.node], n)
+        same[n.output] = out
     if folded:
+        replace_values(graph, same)
         dce(graph)
     return folded
 

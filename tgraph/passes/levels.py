@@ -14,9 +14,10 @@
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
 up, and at -O2 its products of one input merged (merge_projections) and its attention made
-one op, before it is differentiated (the backward then mirrors the fast forward: one
-attention_grad op per attention, which recomputes the weights instead of keeping them), and
-fusion runs on the whole forward+backward graph, where the gradient chains are.
+one op that also returns its weights, before it is differentiated (the backward then mirrors
+the fast forward: one attention_grad op per attention, reading the weights the forward
+kept, as PyTorch's eager backward does), and fusion runs on the whole forward+backward
+graph, where the gradient chains are.
 """
 
 from __future__ import annotations
@@ -83,5 +84,5 @@ def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
             fold_layout(forward)
         merge_projections(forward)
         fuse_masked_softmax(forward)
-        fuse_attention(forward)  # differentiated as one attention_grad op
+        fuse_attention(forward, keep_weights=True)  # its gradient: one attention_grad op
     return optimize(grad(forward, loss), level, in_place=True)[0]
