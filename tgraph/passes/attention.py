@@ -12,7 +12,7 @@ Then ``matmul(masked_softmax(matmul(q, kᵀ)), v)`` whose scores and weights not
 reads becomes ``attention(q, k, v)``, computed a (batch, head) at a time with the weights kept
 in cache (tgraph/codegen/attention.py). A forward about to be differentiated
 (``training_graph``) gets the op that also returns the weights: its attention_grad reads them
-(GPT config M, one layer's gradient: 2.9 ms computing them again, 2.0 ms reading them).
+(GPT config M, one layer's gradient: 2.4 ms computing them again, 1.7 ms reading them).
 """
 
 from __future__ import annotations
