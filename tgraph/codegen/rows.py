@@ -35,22 +35,25 @@ from {tail_module} import exp as exp_tail
 ACC = np.{acc}
 """
 
-# matches ops/reduce.py's Softmax: a row with no finite maximum is shifted by 0, and a row
-# whose exponentials sum to 0 (all -inf) gives zeros
+# row r's exponentials e**(x − max) into out, their sum s, as ops/reduce.py's Softmax: a row
+# with no finite maximum is shifted by 0, and a row whose exponentials sum to 0 (all -inf)
+# divides by 1 (zeros)
+_EXPONENTIALS = """m = x[r, 0]
+for j in range(1, n):
+    m = max(m, x[r, j])
+m = m if np.isfinite(m) else ACC(0.0)
+s = ACC(0.0)
+for j in range(n):
+    e = exp_row(x[r, j] - m)
+    out[r, j] = e
+    s += e
+s = s if s != ACC(0.0) else ACC(1.0)
+"""
+
 SOFTMAX = """def kernel(r0, r1, x: "F 2d", out: "F 2d"):
     n = x.shape[1]
     for r in range(r0, r1):
-        m = x[r, 0]
-        for j in range(1, n):
-            m = max(m, x[r, j])
-        m = m if np.isfinite(m) else ACC(0.0)
-        s = ACC(0.0)
-        for j in range(n):
-            e = exp_row(x[r, j] - m)
-            out[r, j] = e
-            s += e
-        s = s if s != ACC(0.0) else ACC(1.0)
-        for j in range(n):
+""" + textwrap.indent(_EXPONENTIALS, " " * 8) + """        for j in range(n):
             out[r, j] = out[r, j] / s
 """
 
@@ -191,17 +194,7 @@ CROSS_ENTROPY_GRAD = """def kernel(r0, r1, x: "F 2d", targets: "int64 1d", out: 
     n = x.shape[1]
     c = ACC(c)
     for r in range(r0, r1):
-        m = x[r, 0]
-        for j in range(1, n):
-            m = max(m, x[r, j])
-        m = m if np.isfinite(m) else ACC(0.0)
-        s = ACC(0.0)
-        for j in range(n):
-            e = exp_row(x[r, j] - m)
-            out[r, j] = e
-            s += e
-        s = s if s != ACC(0.0) else ACC(1.0)
-        t = targets[r]
+""" + textwrap.indent(_EXPONENTIALS, " " * 8) + """        t = targets[r]
         hit = out[r, t] / s
         for j in range(n):
             out[r, j] = out[r, j] / s * c
