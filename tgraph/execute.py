@@ -218,9 +218,9 @@ class Executable:
                     observe(st.node, [buf[s] for s in st.outs])
                 for s in st.free:
                     buf[s] = None
-        except (IndexError, ValueError, FloatingPointError, ArithmeticError) as e:
+        except (IndexError, ValueError, FloatingPointError, ArithmeticError, MemoryError) as e:
             # data the types cannot rule out: a token id past the vocabulary, T past a
-            # learned position table
+            # learned position table, dims too large for this machine's memory
             ins = ", ".join(f"{buf[i].dtype}[{fmt_shape(buf[i].shape)}]" for i in st.ins)
             raise FeedError(f"{st.node.where()} failed on inputs {ins} ({_fmt_env(env)}): "
                             f"{type(e).__name__}: {e}") from None

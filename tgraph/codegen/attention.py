@@ -36,15 +36,20 @@ CAUSAL_BLOCK = 64
 
 _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 2d", lds: "int64 1d",
            t: int, s: int, d: int, e: int, causal: bool, window: int, scale: float,
-           one_zero: "F 1d", block: int, kept: int):
+           one_zero: "F 1d", block: int, kept: int, failed: "int64 1d"):
     """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
     offsets: each product's byte offsets into them (rows 0-3); lds: their leading
     dimensions. Rows that see no key are left as they are (zeros, by the caller). kept: 0,
-    or the address of a C-contiguous [.., t, s] array the weights are written to."""
+    or the address of a C-contiguous [.., t, s] array the weights are written to. failed[0]
+    is set when the thread's buffers cannot be allocated."""
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
-    scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
-    scratch = np.empty(8, np.int64)
+    try:  # an error cannot leave a C entry: the caller raises it
+        scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
+        scratch = np.empty(8, np.int64)
+    except Exception:
+        failed[0] = 1
+        return
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
@@ -71,14 +76,20 @@ _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 
 
 _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
            offsets: "int64 2d", lds: "int64 1d", t: int, s: int, d: int, e: int, causal: bool,
-           window: int, scale: float, one_zero: "F 1d", block: int, kept: int):
+           window: int, scale: float, one_zero: "F 1d", block: int, kept: int,
+           failed: "int64 1d"):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
     that see no key are left as they are (zeros, by the caller). kept: 0, or the address of
-    the weights the forward kept (C-contiguous [.., t, s]), read instead of computed."""
-    scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
-    scratch = np.empty(8, np.int64)
+    the weights the forward kept (C-contiguous [.., t, s]), read instead of computed.
+    failed[0] is set when the thread's buffers cannot be allocated."""
+    try:
+        scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
+        scratch = np.empty(8, np.int64)
+    except Exception:
+        failed[0] = 1
+        return
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
@@ -195,9 +206,12 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
     softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
     entry = row_entry(body, np.dtype(np.float32), "from tgraph.codegen.gemm import blas_gemm\n"
                       f"from {softmax} import kernel as softmax_rows\n")
-    one_zero = np.array([1, 0], np.float32)
+    one_zero, failed = np.array([1, 0], np.float32), np.zeros(1, np.int64)
     with one_thread():
         split(entry.job(*(x.ctypes.data for x in arrays), offsets, lds, t, s, d, e, causal,
                         window, scale, one_zero, CAUSAL_BLOCK,
-                        0 if kept is None else kept.ctypes.data),
+                        0 if kept is None else kept.ctypes.data, failed),
               count, passes * count * t * s)
+    if failed[0]:
+        raise MemoryError(f"attention: no memory for a thread's two [{t}, {s}] float32 "
+                          "buffers of scores and weights")

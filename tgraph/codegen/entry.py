@@ -18,7 +18,9 @@ A kernel is written as a function whose parameters say their types::
 
 ``F`` is the kernel's float dtype; ``2d`` a C-contiguous array of that rank; ``3d strided``
 any layout with non-negative strides (a broadcast view); ``int``, ``bool`` and ``float``
-scalars. The first two parameters are the range a call runs. ``entry_source`` turns it into
+scalars. The first two parameters are the range a call runs. An exception cannot leave a C
+entry (Numba prints it and returns): a loop that can fail where its caller cannot check
+first (attention's per-thread buffers) catches it and sets a flag the caller raises from. ``entry_source`` turns it into
 the cfunc's source, ``Entry.job`` packs the values: an array as its address and shape (and
 extent and byte strides when strided), an int or bool as itself, a float as its float64 bits.
 """
