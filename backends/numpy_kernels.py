@@ -138,15 +138,25 @@ def scatter_add(xp, upd, idx, base=None, shape=(), into=None):
     return out
 
 
+def _logit_rows(logits, targets) -> tuple[np.ndarray, np.ndarray] | None:
+    """The logits as contiguous rows and the targets as int64, or None where a row loop does
+    not apply: not float, empty, or a target outside [0, classes) (the loops read
+    x[r, target] unchecked; the registry kernel says why or handles it)."""
+    n = logits.shape[-1]
+    if (logits.dtype.kind != "f" or not targets.size or n == 0
+            or targets.min() < 0 or targets.max() >= n):
+        return None
+    return (np.ascontiguousarray(logits).reshape(-1, n),
+            np.ascontiguousarray(targets, dtype=np.int64).reshape(-1))
+
+
 def cross_entropy(xp, logits, targets):
     from tgraph.codegen.rows import CROSS_ENTROPY, row_entry
 
-    n = logits.shape[-1]
-    if (logits.dtype.kind != "f" or not targets.size or n == 0
-            or targets.min() < 0 or targets.max() >= n):  # the registry kernel says why
+    laid_out = _logit_rows(logits, targets)
+    if laid_out is None:
         return get_op("cross_entropy").kernel(xp, logits, targets)
-    rows = np.ascontiguousarray(logits).reshape(-1, n)
-    ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+    rows, ids = laid_out
     per_row = np.empty(len(rows), np.float64)
     entry = row_entry(CROSS_ENTROPY, logits.dtype)
     split(entry.job(rows, ids, per_row), len(rows), logits.size,
@@ -157,18 +167,17 @@ def cross_entropy(xp, logits, targets):
 def cross_entropy_grad(xp, logits, targets, g):
     from tgraph.codegen.rows import CROSS_ENTROPY_GRAD, row_entry
 
-    n = logits.shape[-1]
-    if (logits.dtype.kind != "f" or not targets.size or n == 0
-            or targets.min() < 0 or targets.max() >= n):
+    laid_out = _logit_rows(logits, targets)
+    if laid_out is None:
         return get_op("cross_entropy_grad").kernel(xp, logits, targets, g)
-    rows = np.ascontiguousarray(logits).reshape(-1, n)
-    ids = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+    rows, ids = laid_out
     out = np.empty_like(rows)
     entry = row_entry(CROSS_ENTROPY_GRAD, logits.dtype)
     scale = float(g / logits.dtype.type(targets.size))  # g / N in the dtype, as the closed form
     split(entry.job(rows, ids, out, scale), len(rows), logits.size,
           key=(entry.address, logits.shape))
     return out.reshape(logits.shape)
+
 
 def attention(xp, q, k, v, causal=False, window=0, scale=1.0, weights=False):
     from tgraph.codegen.attention import attention as fused

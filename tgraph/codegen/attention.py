@@ -3,12 +3,12 @@ head) at a time, on tgraph's threads.
 
 For each of the B·H products: S = Q·Kᵀ into a [T, S] buffer of the thread's own, the
 masked softmax of its rows into a second one (rows.py's MASKED_SOFTMAX, the same compiled
-loop), then that times V into the output. Scores and weights never leave the core's cache (64 KB
-each for T = S = 128), where the three ops apart write and read a [B, H, T, S] tensor twice
-and split over the cores three times. A causal product runs in blocks of 64 query rows,
-each block's GEMMs and softmax stopping at the last key its queries may see (a quarter
-fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's [8, 8, 128, 32] heads: 1.47 ms
-against 1.81 ms for the three ops. Q, K and V are read as they lie, heads sliced out of one
+loop), then that times V into the output. Scores and weights never leave the core's cache
+(64 KB each for T = S = 128), where the three ops apart write and read a [B, H, T, S]
+tensor twice and split over the cores three times. A causal product runs in blocks of 64
+query rows, each block's GEMMs and softmax stopping at the last key its queries may see (a
+quarter fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's
+[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops. Q, K and V are read as they lie, heads sliced out of one
 projection included (a leading dimension each). The GEMMs are blas.py's BLAS on one thread,
 as in gemm.py.
 

@@ -18,11 +18,13 @@ A kernel is written as a function whose parameters say their types::
 
 ``F`` is the kernel's float dtype; ``2d`` a C-contiguous array of that rank; ``3d strided``
 any layout with non-negative strides (a broadcast view); ``int``, ``bool`` and ``float``
-scalars. The first two parameters are the range a call runs. An exception cannot leave a C
-entry (Numba prints it and returns): a loop that can fail where its caller cannot check
-first (attention's per-thread buffers) catches it and sets a flag the caller raises from. ``entry_source`` turns it into
+scalars. The first two parameters are the range a call runs. ``entry_source`` turns it into
 the cfunc's source, ``Entry.job`` packs the values: an array as its address and shape (and
 extent and byte strides when strided), an int or bool as itself, a float as its float64 bits.
+
+An exception cannot leave a C entry (Numba prints it and returns): a loop that can fail
+where its caller cannot check first (attention's per-thread buffers) catches it and sets a
+flag the caller raises from.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Param:
         return 1 + self.ndim if self.kind == "array" else 2 + 2 * self.ndim
 
 
-def parse(source: str, dtype) -> tuple[list[str], list[Param], str]:
+def _parse(source: str, dtype) -> tuple[list[str], list[Param], str]:
     """A kernel's range names, typed parameters and body (its lines, indented once)."""
     (fn,) = ast.parse(source).body
     body = "".join(source.splitlines(keepends=True)[fn.body[0].lineno - 1:])
@@ -94,7 +96,7 @@ def parse(source: str, dtype) -> tuple[list[str], list[Param], str]:
 def entry_source(source: str, dtype, decorator: str) -> tuple[str, list[Param]]:
     """The source of ``entry`` (the kernel ``source`` as a cfunc, its body inside) after
     ``decorator`` (a ``@cfunc(ENTRY_SIGNATURE, ...)`` line), and the parameters it packs."""
-    (lo, hi), params, body = parse(source, dtype)
+    (lo, hi), params, body = _parse(source, dtype)
     count = sum(p.slots for p in params)
     lines = [decorator, f"def entry({lo}, {hi}, argp):",
              f"    a_ = carray(argp, ({count},))",

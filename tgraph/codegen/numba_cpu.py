@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source, parse
+from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, Param, entry_source
 from tgraph.errors import BackendError
 from tgraph.parallel import split
 
@@ -158,14 +158,21 @@ def float32_formula(expr: str) -> str:
 def source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
     """Python source of the module whose ``entry`` (entry.py) is ``kernel_source``'s loop,
     compiled where the module runs."""
+    return _module(attrs, kinds, ndim, mode, dtypes)[0]
+
+
+def _module(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]
+            ) -> tuple[str, list[Param]]:
+    """``source``'s text and the parameters its entry packs."""
     reduces = any(e["op"] in ("sum", "mean") for e in attrs["body"])
     # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
     flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
              if mode != "libm" else '{"contract"}')
-    text, _ = entry_source(kernel_source(attrs, kinds, ndim, mode, dtypes), None,
-                           f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy', "
-                           f"fastmath={flags})")
-    return f"import numpy as np\nimport {MATH_MODULES[mode][0]} as math\n{IMPORTS}\n\n{text}"
+    text, params = entry_source(kernel_source(attrs, kinds, ndim, mode, dtypes), None,
+                                f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy', "
+                                f"fastmath={flags})")
+    return (f"import numpy as np\nimport {MATH_MODULES[mode][0]} as math\n{IMPORTS}\n\n{text}",
+            params)
 
 
 def kernel_source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
@@ -235,10 +242,9 @@ def _literal(a: dict) -> str:
 
 def load(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> Entry:
     """The compiled loop for a body read as ``kinds``."""
-    _, params, _ = parse(kernel_source(attrs, kinds, ndim, mode, dtypes), None)
-    module = load_source(canonical(attrs, kinds, ndim, mode, dtypes),
-                         lambda: source(attrs, kinds, ndim, mode, dtypes))
-    return Entry(module.entry, params)
+    text, params = _module(attrs, kinds, ndim, mode, dtypes)
+    return Entry(load_source(canonical(attrs, kinds, ndim, mode, dtypes), lambda: text).entry,
+                 params)
 
 
 def source_path(key: str) -> Path:
