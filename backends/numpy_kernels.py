@@ -173,7 +173,7 @@ def cross_entropy_grad(xp, logits, targets, g):
     rows, ids = laid_out
     out = np.empty_like(rows)
     entry = row_entry(CROSS_ENTROPY_GRAD, logits.dtype)
-    scale = float(g / logits.dtype.type(targets.size))  # g / N in the dtype, as the closed form
+    scale = float(g / logits.dtype.type(targets.size))  # g / N in the dtype, as the op's
     split(entry.job(rows, ids, out, scale), len(rows), logits.size,
           key=(entry.address, logits.shape))
     return out.reshape(logits.shape)
