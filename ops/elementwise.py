@@ -238,6 +238,10 @@ Sigmoid = _unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
 Erf = _unary("erf", lambda xp, x: erf(xp, x),
              lambda x, y, g: g * tb.exp(-(x * x)) * (2 / math.sqrt(math.pi)),
              "Gauss error function (exact GELU's gradient)", "math.erf({0})", flops_per=10)
+Ndtr = _unary("ndtr", lambda xp, x: ndtr(xp, x),
+              lambda x, y, g: g * tb.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi)),
+              "Φ(x), the standard normal CDF (a training graph's exact GELU is x·Φ(x), so "
+              "its gradient reads Φ)", "math.ndtr({0})", flops_per=10)
 
 
 GELU_TANH_C = math.sqrt(2 / math.pi)

@@ -233,6 +233,25 @@ def test_cross_entropy_rows_against_float64(dtype, shape):
     assert abs(float(got) - per_row.mean()) <= bound
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_maxima_propagate_nan_as_the_registry_kernels_do(dtype):
+    """The rows' maximum is LLVM's NaN-propagating ``maximum``, not a compare: a NaN
+    anywhere in a row (first, last, past a vector's width) makes that row NaN, as NumPy's
+    reference does, and leaves the other rows as they were."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 37)).astype(dtype)
+    for r, c in ((0, 0), (1, 36), (2, 17)):
+        x[r, c] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = get_op("softmax").kernel(np, x, axis=-1)
+    got = KERNELS["softmax"](np, x, axis=-1)
+    assert np.isnan(got[:3]).all() and np.isnan(want[:3]).all()
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-6)
+    targets = np.zeros(4, np.int64)
+    assert np.isnan(KERNELS["cross_entropy"](np, x, targets))
+    assert np.isfinite(KERNELS["cross_entropy"](np, x[3:], targets[3:]))
+
+
 def test_cross_entropy_rows_leave_a_bad_target_to_the_registry_kernel():
     logits = np.zeros((2, 3, 5), np.float32)
     with pytest.raises(IndexError):

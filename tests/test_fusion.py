@@ -252,6 +252,36 @@ def test_attention_masks_fold_into_masked_softmax_and_keep_the_numbers(window):
     close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
 
 
+def _computes(node, op: str) -> list[int]:
+    """Indices into a fused node's outputs of the values its body computes with ``op``."""
+    first = len(node.inputs)
+    made = {first + i for i, step in enumerate(node.attrs["body"]) if step["op"] == op}
+    return [k for k, at in enumerate(node.attrs["outputs"]) if at in made]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_exact_gelus_gradient_reads_the_cdf_its_forward_wrote(activation):
+    """A training graph at -O2 writes exact GELU as x·Φ(x): the forward loop writes Φ, the
+    backward loop reads it (no gelu_grad, and Φ computed once), and no gradient term runs in
+    the forward loop (exp(−x²/2) is the backward's). The tanh form keeps its gelu_grad.
+    Gradients equal -O0's."""
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, activation=activation,
+                    **SMALL)
+    params, feeds = tg.init_params(g, 3), random_feeds(g, {"B": 2, "T": 8}, 3)
+    fb = training_graph(g, "loss", 2)
+    fused = [n for n in fb.nodes if n.op == "fused"]
+    bodies = [step["op"] for n in fused for step in n.attrs["body"]]
+    if activation == "gelu":
+        assert "gelu_grad" not in bodies and bodies.count("ndtr") == SMALL["n_layers"]
+        (forward,) = [n for n in fused if _computes(n, "ndtr")]
+        assert not {"exp"} & {step["op"] for step in forward.attrs["body"]}
+        cdf = forward.outputs[_computes(forward, "ndtr")[0]]
+        assert any(cdf in n.inputs and n.name.startswith("backward/") for n in fused)
+    else:
+        assert "ndtr" not in bodies and bodies.count("gelu_grad") == SMALL["n_layers"]
+    close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
+
+
 def test_a_padding_mask_stays_a_mask_op():
     """A mask with a keep input (BERT's padding) is not a pattern the fused op knows."""
     g = build_model("bert", loss=True, vocab=11, **SMALL)

@@ -32,6 +32,7 @@ _HEADER = """import numpy as np
 {math}
 {exp_row}
 from {tail_module} import exp as exp_tail
+from tgraph.codegen.vecmath import maximum
 ACC = np.{acc}
 """
 
@@ -40,7 +41,7 @@ ACC = np.{acc}
 # divides by 1 (zeros)
 _EXPONENTIALS = """m = x[r, 0]
 for j in range(1, n):
-    m = max(m, x[r, j])
+    m = maximum(m, x[r, j])
 m = m if np.isfinite(m) else ACC(0.0)
 s = ACC(0.0)
 for j in range(n):
@@ -173,7 +174,7 @@ CROSS_ENTROPY = """def kernel(r0, r1, x: "F 2d", targets: "int64 1d", out: "floa
     for r in range(r0, r1):
         m = x[r, 0]
         for j in range(1, n):
-            m = max(m, x[r, j])
+            m = maximum(m, x[r, j])
         s = 0.0
         for j0 in range(0, full, {block}):
             part = ACC(0.0)

@@ -31,6 +31,24 @@ _NEG_INV_SQRT2 = -1 / math.sqrt(2)
 
 
 @intrinsic
+def maximum(typingctx, a, b):
+    """The larger of two floats of one type, NaN if either is (LLVM's ``maximum``): a loop
+    taking a row's maximum with it vectorizes (0.085 ns an element of a float32 row here,
+    0.34 with Python's ``max``, whose compare-and-branch LLVM cannot turn into a vector
+    reduction)."""
+    if a != b or not isinstance(a, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        llty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maximum", [llty],
+                                              ir.FunctionType(llty, [llty, llty]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+@intrinsic
 def _bits_as_float32(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())

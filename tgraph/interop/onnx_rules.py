@@ -57,6 +57,10 @@ def _phi_cdf(e, x, dt):
     return e.op("Mul", [e.op("Add", [s, e.scalar(1, dt)]), e.scalar(0.5, dt)])
 
 
+def _ndtr(e, n, ins):
+    return _phi_cdf(e, ins[0], _dtype(n))
+
+
 def _tanh_inner(e, x, dt):
     """t = tanh(√(2/π)·(x + 0.044715·x³))."""
     x3 = e.op("Mul", [e.op("Mul", [x, x]), x])
@@ -373,7 +377,8 @@ RULES = {
     "pow": _same("Pow"), "maximum": _same("Max"), "neg": _same("Neg"), "exp": _same("Exp"),
     "log": _same("Log"), "sqrt": _same("Sqrt"), "rsqrt": _rsqrt, "tanh": _same("Tanh"),
     "sin": _same("Sin"), "cos": _same("Cos"), "abs": _same("Abs"), "relu": _same("Relu"),
-    "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "gelu": _gelu, "gelu_grad": _gelu_grad,
+    "sigmoid": _same("Sigmoid"), "erf": _same("Erf"), "ndtr": _ndtr, "gelu": _gelu,
+    "gelu_grad": _gelu_grad,
     "where": _same("Where"), "compare": _compare, "cast": _cast, "matmul": _same("MatMul"),
     "sum": _reduction("ReduceSum"), "mean": _reduction("ReduceMean"),
     "max": _reduction("ReduceMax"), "numel": _numel, "softmax": _softmax,

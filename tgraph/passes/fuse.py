@@ -5,7 +5,10 @@ inputs may broadcast into it (a bias, a per-row statistic, a scalar). Scalar con
 are inlined into the body. A sum or mean over the last axis (keepdims) of a member joins
 too, as a trailing reduction computed in the same pass over each row (LayerNorm's
 statistics and backward); no member reads it, since a row's sum is known only at its end. A node joins the group of one of its producers unless one of
-its other inputs depends on that group (which would make the fused node a cycle). A lone
+its other inputs depends on that group (which would make the fused node a cycle), and a
+gradient's node (autodiff tags it) joins no forward group: a gradient term computed from
+forward values alone (Φ's derivative exp(−x²/2), say) then runs in the backward loop that
+reads it, not in the forward one, which would write it out to be kept until then. A lone
 cheap op (an add, a mul) of same-shaped arrays is left alone: one NumPy call is as good
 as one loop there; a lone transcendental (GELU, its gradient, exp, tanh) or a lone op that
 broadcasts an input (a bias add) is fused, to run multi-threaded.
@@ -84,7 +87,8 @@ def _join(n, group_of, groups, depends, producer, order) -> int | None:
     cands = []
     for v in n.inputs:
         gid = _member_group(v, group_of, producer)
-        if gid is not None and gid not in cands and groups[gid][0].output.shape == n.output.shape:
+        if gid is not None and gid not in cands and groups[gid][0].output.shape == n.output.shape \
+                and _gradient(groups[gid][0]) == _gradient(n):
             cands.append(gid)
     chosen = None
     for gid in cands:
@@ -101,6 +105,11 @@ def _join(n, group_of, groups, depends, producer, order) -> int | None:
                 if mask >> gid & 1:
                     depends[v] = mask | 1 << chosen
     return chosen
+
+
+def _gradient(n: Node) -> bool:
+    """Whether autodiff made ``n`` (a VJP's node, or a sum of fan-out gradients)."""
+    return "forward" in n.meta or "sums" in n.meta
 
 
 def _can_merge(a, b, n, group_of, groups, depends, producer) -> bool:

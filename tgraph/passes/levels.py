@@ -13,10 +13,11 @@
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
-up, and at -O2 its products of one input merged (merge_projections) and its attention made
-one op that also returns its weights, before it is differentiated (the backward then mirrors
-the fast forward: one attention_grad op per attention, reading the weights the forward
-kept, as PyTorch's eager backward does), and fusion runs on the whole forward+backward
+up, and at -O2 its products of one input merged (merge_projections), its attention made
+one op that also returns its weights, and its exact GELUs written x·Φ(x) (gelu_as_product),
+before it is differentiated (the backward then mirrors the fast forward: one attention_grad
+op per attention, reading the weights the forward kept, as PyTorch's eager backward does,
+and GELU's gradient reading the forward's Φ), and fusion runs on the whole forward+backward
 graph, where the gradient chains are.
 """
 
@@ -74,6 +75,7 @@ def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
     """d loss / d params of ``graph`` as a forward+backward graph compiled at ``level``."""
     from tgraph.autodiff import grad
     from tgraph.passes.attention import fuse_attention, fuse_masked_softmax
+    from tgraph.passes.gelu import gelu_as_product
     from tgraph.passes.layout import bias_before_heads
     from tgraph.passes.projections import merge_projections
     from tgraph.passes.simplify import fold_layout
@@ -85,4 +87,5 @@ def training_graph(graph: Graph, loss: str = "loss", level: int = 1) -> Graph:
         merge_projections(forward)
         fuse_masked_softmax(forward)
         fuse_attention(forward, keep_weights=True)  # its gradient: one attention_grad op
+        gelu_as_product(forward)  # its gradient reads the forward's Φ
     return optimize(grad(forward, loss), level, in_place=True)[0]

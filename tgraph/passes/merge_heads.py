@@ -26,8 +26,8 @@ from tgraph.types import TensorType
 HEAD = re.compile(r"^(.*)/head_(\d+)(/|$)")
 #: ops whose batched form is the op itself: they broadcast or act on the last two axes
 SAME_OP = {"add", "sub", "mul", "div", "pow", "maximum", "neg", "exp", "log", "sqrt", "rsqrt",
-           "tanh", "sin", "cos", "abs", "relu", "sigmoid", "erf", "gelu", "where", "cast",
-           "compare", "matmul", "mask"}
+           "tanh", "sin", "cos", "abs", "relu", "sigmoid", "erf", "ndtr", "gelu", "where",
+           "cast", "compare", "matmul", "mask"}
 #: ops with one axis attr to move past the head axis
 AXIS_ATTR = {"softmax": "axis", "concat": "axis", "split": "axis", "slice": "axis"}
 
