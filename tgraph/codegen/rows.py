@@ -88,8 +88,10 @@ MASK = """def kernel(r0, r1, x: "F 2d", out: "F 2d", t: int, causal: bool, windo
 # below cols (the op: the whole row; attention.py: the keys its block of queries sees, a
 # multiple of its block, so a causal product exponentiates a quarter fewer masked keys:
 # one GPT config M layer 4 % faster forward, 2.5 % backward). The masked keys below cols
-# are exponentiated too (to 0), since a loop over a row's kept keys alone, of another
-# length on every row, ran its scalar remainder more than its vector body and was no faster.
+# are exponentiated too (to 0), and the maximum too reads every column below cols (a masked
+# one as −inf), since a loop over a row's kept keys alone, of another length on every row,
+# ran its scalar remainder more than its vector body and was no faster (the attention
+# forward: 2.5 % faster over every column than over the kept keys, 80 interleaved rounds).
 MASKED_SOFTMAX = """def kernel(r0, r1, x: "F 2d", out: "F 2d", t: int, causal: bool, window: int,
            scale: float, cols: int):
     s = x.shape[1]
@@ -100,8 +102,8 @@ MASKED_SOFTMAX = """def kernel(r0, r1, x: "F 2d", out: "F 2d", t: int, causal: b
         hi = min(i + 1, s) if causal else s
         hi = min(hi, i + window + 1) if window > 0 else hi
         m = ACC(-np.inf)
-        for j in range(lo, hi):
-            m = max(m, x[r, j])
+        for j in range(cols):  # over every column, masked ones as −inf: a vector loop
+            m = maximum(m, x[r, j] if lo <= j < hi else ACC(-np.inf))
         m = m * c if np.isfinite(m) else ACC(0.0)
         z = ACC(0.0)
         for j in range(cols):
