@@ -8,15 +8,17 @@ loop), then that times V into the output. Scores and weights never leave the cor
 tensor twice and split over the cores three times. A causal product runs in blocks of 64
 query rows, each block's GEMMs and softmax stopping at the last key its queries may see (a
 quarter fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's
-[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops. Q, K and V are read as they lie, heads sliced out of one
-projection included (a leading dimension each). The GEMMs are blas.py's BLAS on one thread,
-as in gemm.py.
+[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops. Q and V are read as
+they lie, heads sliced out of one projection included (a leading dimension each); K is
+first copied transposed into a thread buffer, so that Q·Kᵀ is a GEMM of untransposed
+operands (_TRANSPOSE). The GEMMs are blas.py's BLAS on one thread, as in gemm.py.
 
-The gradient does the same per product and block of query rows: the weights P recomputed
-(scores, then the masked softmax), dP = G·Vᵀ over the scores' buffer, dS = scale·P∘(dP −
-Σ P∘dP) in place, then dQ = dS·K, and dK += dSᵀ·Q and dV += Pᵀ·G over the keys the block
-sees. The training step then neither writes the [B, H, T, S] weights in its forward nor
-reads them back, nor runs the softmax gradient and the scale over them as ops apart.
+The gradient does the same per product and block of query rows: the weights P read from
+the forward's (a training graph's attention keeps them) or computed again (scores, then
+the masked softmax), dP = G·Vᵀ over the scores' buffer (V copied transposed as K is),
+dS = scale·P∘(dP − Σ P∘dP) in place, then dQ = dS·K, and dK += dSᵀ·Q and dV += Pᵀ·G over
+the keys the block sees: no softmax gradient or scale runs over a [B, H, T, S] tensor as
+ops apart.
 """
 
 from __future__ import annotations
