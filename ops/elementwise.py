@@ -197,15 +197,18 @@ class Unary(OpDef):
         return x
 
 
-def _unary(name, fn, rule, doc, formula, float_only=True, flops_per=1, positive=False):
+def _unary(name, fn, rule, doc, formula, float_only=True, flops_per=1, positive=False,
+           label=None):
     """Register an elementwise op: kernel fn(xp, x), VJP rule(x, y, g) -> cotangent of x,
     scalar ``formula`` with {0} for x (fused kernels). ``positive`` ops (log, sqrt) are only
-    defined for x > 0 (their examples stay there)."""
+    defined for x > 0 (their examples stay there). ``label``: a diagram's text, if not the
+    name."""
     body = {
         "name": name, "doc": doc, "float_only": float_only, "rule": staticmethod(rule),
         "kernel": lambda self, xp, x: fn(xp, x),
         "scalar": lambda self, args: formula.format(*args),
         "flops": lambda self, i, o, **a: flops_per * math.prod(o[0]),
+        "label": lambda self, **a: label or name,
     }
     if positive:
         body["domain"] = staticmethod(lambda x: abs(x) + 0.2)
@@ -241,7 +244,7 @@ Erf = _unary("erf", lambda xp, x: erf(xp, x),
 Ndtr = _unary("ndtr", lambda xp, x: ndtr(xp, x),
               lambda x, y, g: g * tb.exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi)),
               "Φ(x), the standard normal CDF (a training graph's exact GELU is x·Φ(x), so "
-              "its gradient reads Φ)", "math.ndtr({0})", flops_per=10)
+              "its gradient reads Φ)", "math.ndtr({0})", flops_per=10, label="Φ")
 
 
 GELU_TANH_C = math.sqrt(2 / math.pi)
