@@ -237,6 +237,19 @@ def test_heat_shading_darkens_the_costliest_block(gpt2, tmp_path):
     assert darkest["tooltip"] == "decoder"
 
 
+def test_cli_render_O2_backward_draws_the_training_graph_that_runs(tmp_path):
+    """-O2 --backward draws the forward+backward graph compiled whole, as training runs it:
+    attention's gradient one op (reading the weights its forward kept), and the FFN's
+    forward loop computing Φ for the backward loop, not the gradient of the compiled
+    forward (a gelu_grad recomputing Φ)."""
+    out = tmp_path / "b.dot"
+    r = CliRunner().invoke(main, ["render", "gpt", "--preset", "tiny", "--set", "n_layers=1",
+                                  "--loss", "--backward", "-O", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "fused 1: + → Φ → ×" in text and "Attention′" in text and "GELU′" not in text
+
+
 def test_cli_render_and_diff(tmp_path):
     runner = CliRunner()
     out = tmp_path / "g.svg"

@@ -38,8 +38,9 @@ def diagram_options(f):
                      help="Draw the backward pass (needs a loss: --loss); HTML: a view of it."),
         click.option("-O", "opt_level", type=click.IntRange(0, 2), default=0, metavar="LEVEL",
                      help="Draw the graph compiled at this level (-O1 heads merged and cleaned "
-                          "up, -O2 also fused kernels, each a block of its ops); HTML: adds "
-                          "a compiled view beside the graph as built."),
+                          "up, -O2 also fused kernels, each a block of its ops; with "
+                          "--backward, the forward+backward graph as training runs it); "
+                          "HTML: adds a compiled view beside the graph as built."),
         click.option("--color", type=click.Choice(["flops", "params"]), default=None,
                      help="Shade each box by its share of FLOPs or parameters."),
         click.option("--expand", multiple=True, type=click.Choice(["positions"]),
@@ -88,9 +89,13 @@ def draw(graph, output, depth, fold, backward, opt_level, color, expand, weights
             raise TGraphError("--attention draws the patterns of a run: add --text, --feed or "
                               "--random")
         if opt_level:
-            from tgraph.passes import optimize
+            from tgraph.passes import optimize, training_graph
 
-            graph = optimize(graph, opt_level)[0]
+            # with --backward, the forward+backward graph that runs at that level (attention
+            # keeping its weights, GELU's Φ read back, fused across both), not the gradient
+            # of the compiled forward
+            graph = (training_graph(graph, "loss", opt_level)
+                     if backward and "loss" in graph.outputs else optimize(graph, opt_level)[0])
         r = render(graph, output, depth=depth, fold=fold and not attention, backward=backward,
                    rankdir=rankdir, color=color, time_budget=time_budget, expand=expand,
                    attention=values.patterns if attention else None)
