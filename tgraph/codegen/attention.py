@@ -159,6 +159,21 @@ _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: 
 '''
 
 
+# the gradient reading the weights the forward kept (a training graph's): the full body
+# less its recomputation of them, so it neither calls nor compiles the softmax rows
+# (gpt2-small's cold -O2 pipeline compiles the gradient in the helper process, which
+# compiled the masked softmax, 0.7 s, again beside this one's)
+_RECOMPUTE = ("""        if not kept:
+            transposed(k_at, lds[1], s, d, kt)
+""", """            if not kept:
+                blas_gemm(115, 78, 78, width, rows, d, one, kt.ctypes.data, s, q_at, lds[0],
+                          zero, s_at, s, scratch)  # scores = Q·Kᵀ
+                softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
+""")
+assert all(block in _GRAD_BODY for block in _RECOMPUTE)
+_GRAD_KEPT_BODY = _GRAD_BODY.replace(_RECOMPUTE[0], "").replace(_RECOMPUTE[1], "")
+
+
 def _heads_by_rows(lead: tuple, rows: int, *cols: int) -> list[np.ndarray]:
     """Fresh float32 [*lead, rows, c] arrays for each c in ``cols``, all in one buffer laid
     out [*lead[:-1], rows, len(cols), lead[-1], c]: the heads of a row side by side, as
@@ -210,8 +225,8 @@ def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, c
         (dq,), (dk, dv) = _heads_by_rows(lead, t, d), _heads_by_rows(lead, s, d, e)
     if causal and s < t:
         dq[...] = 0  # queries before the first key see none
-    _run(_GRAD_BODY, (q, k, v, g, dq, dk, dv), causal, window, scale, kept,
-         passes=2 if kept is not None else 3)
+    _run(_GRAD_BODY if kept is None else _GRAD_KEPT_BODY, (q, k, v, g, dq, dk, dv), causal,
+         window, scale, kept, passes=2 if kept is not None else 3)
     return dq, dk, dv
 
 
@@ -226,11 +241,13 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
     count = math.prod(lead)
     offsets = batch_offsets(lead, *arrays)
     lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    # the masked softmax rows: one jitted module both kernels import (compiled once, not
-    # twice), imported before the entry, which compiles where it is defined
-    softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
-    entry = row_entry(body, np.dtype(np.float32), "from tgraph.codegen.gemm import blas_gemm\n"
-                      f"from {softmax} import kernel as softmax_rows\n" + _TRANSPOSE)
+    imports = "from tgraph.codegen.gemm import blas_gemm\n" + _TRANSPOSE
+    if "softmax_rows(" in body:  # the masked softmax rows: one jitted module the kernels
+        # import (compiled once, not twice), imported before the entry, which compiles
+        # where it is defined
+        softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
+        imports += f"from {softmax} import kernel as softmax_rows\n"
+    entry = row_entry(body, np.dtype(np.float32), imports)
     one_zero, failed = np.array([1, 0], np.float32), np.zeros(1, np.int64)
     with one_thread():
         split(entry.job(*(x.ctypes.data for x in arrays), offsets, lds, t, s, d, e, causal,
