@@ -95,7 +95,7 @@ _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 
 '''
 
 
-_GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
+_GRAD_TEMPLATE = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
            offsets: "int64 2d", lds: "int64 1d", t: int, s: int, d: int, e: int, causal: bool,
            window: int, scale: float, one_zero: "F 1d", block: int, kept: int,
            failed: "int64 1d"):
@@ -120,9 +120,7 @@ _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: 
             else local
         k_at, v_at = k + offsets[1, i], v + offsets[2, i]
         transposed(v_at, lds[2], s, e, vt)
-        if not kept:
-            transposed(k_at, lds[1], s, d, kt)
-        dk_at, dv_at = dk + offsets[5, i], dv + offsets[6, i]
+{recompute_k}        dk_at, dv_at = dk + offsets[5, i], dv + offsets[6, i]
         # the last block first: it sees every key, so its dK and dV products (beta 0) set
         # every row that the other blocks' then add to (beta 1)
         beta = zero
@@ -137,11 +135,7 @@ _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: 
             s_at = scores.ctypes.data + r0 * s * itemsize
             w_at = weights.ctypes.data + r0 * s * itemsize
             # row-major X = A·B is the column-major Xᵀ = Bᵀ·Aᵀ: operands swapped
-            if not kept:
-                blas_gemm(115, 78, 78, width, rows, d, one, kt.ctypes.data, s, q_at, lds[0],
-                          zero, s_at, s, scratch)  # scores = Q·Kᵀ
-                softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
-            blas_gemm(115, 78, 78, width, rows, e, one, vt.ctypes.data, s, g_at, lds[3], zero,
+{recompute_p}            blas_gemm(115, 78, 78, width, rows, e, one, vt.ctypes.data, s, g_at, lds[3], zero,
                       s_at, s, scratch)  # dP = G·Vᵀ, over the scores
             for r in range(r0, r1):  # dS = scale·P∘(dP − Σ P∘dP), in place
                 total = ACC(0.0)
@@ -159,19 +153,24 @@ _GRAD_BODY = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: 
 '''
 
 
-# the gradient reading the weights the forward kept (a training graph's): the full body
-# less its recomputation of them, so it neither calls nor compiles the softmax rows
-# (gpt2-small's cold -O2 pipeline compiles the gradient in the helper process, which
-# compiled the masked softmax, 0.7 s, again beside this one's)
-_RECOMPUTE = ("""        if not kept:
-            transposed(k_at, lds[1], s, d, kt)
-""", """            if not kept:
-                blas_gemm(115, 78, 78, width, rows, d, one, kt.ctypes.data, s, q_at, lds[0],
-                          zero, s_at, s, scratch)  # scores = Q·Kᵀ
-                softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
-""")
-assert all(block in _GRAD_BODY for block in _RECOMPUTE)
-_GRAD_KEPT_BODY = _GRAD_BODY.replace(_RECOMPUTE[0], "").replace(_RECOMPUTE[1], "")
+# the gradient's two bodies: one computes the weights again from q and k (the graph kept
+# none), one reads the forward's (a training graph's) and so neither calls nor compiles the
+# softmax rows (gpt2-small's cold -O2 pipeline compiles the gradient in the helper process,
+# which compiled the masked softmax, 0.7 s, again beside this one's)
+_RECOMPUTE_K = """        transposed(k_at, lds[1], s, d, kt)
+"""
+_RECOMPUTE_P = """            blas_gemm(115, 78, 78, width, rows, d, one, kt.ctypes.data, s, q_at, lds[0],
+                      zero, s_at, s, scratch)  # scores = Q·Kᵀ
+            softmax_rows(r0, r1, scores, weights, t, causal, window, scale, width)
+"""
+
+
+def _grad_body(recompute: bool) -> str:
+    return (_GRAD_TEMPLATE.replace("{recompute_k}", _RECOMPUTE_K if recompute else "")
+            .replace("{recompute_p}", _RECOMPUTE_P if recompute else ""))
+
+
+_GRAD_BODY, _GRAD_KEPT_BODY = _grad_body(True), _grad_body(False)
 
 
 def _heads_by_rows(lead: tuple, rows: int, *cols: int) -> list[np.ndarray]:

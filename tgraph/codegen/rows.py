@@ -230,6 +230,7 @@ def _header(dtype) -> tuple[str, str, str]:
     return text, flags, versions
 
 
+@functools.cache
 def row_kernel(body: str, dtype) -> object:
     """The jitted loop, for other compiled code to call (attention's softmax rows)."""
     header, flags, versions = _header(dtype)

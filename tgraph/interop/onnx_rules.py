@@ -212,6 +212,7 @@ def _cross_entropy_grad(e, n, ins):
     diff = e.op("Sub", [e.op("Softmax", [logits], axis=-1), hits])
     return e.op("Mul", [diff, e.op("Div", [g, count])])
 
+
 def _axis_dim(e, x, axis: int):
     """x's size along ``axis`` (-2 or -1 here) as an int64 scalar, read at run time."""
     end = {"end": axis + 1} if axis != -1 else {}
