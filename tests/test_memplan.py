@@ -16,7 +16,7 @@ import pytest
 import tgraph as tg
 from tgraph import builder as tb
 from tgraph.feeds import random_feeds
-from tgraph.memplan import Into, StepInfo, plan_memory
+from tgraph.memplan import ALIGN, Into, StepInfo, plan_memory
 from tgraph.models import build_model
 from tgraph.passes import optimize, training_graph
 
@@ -74,6 +74,22 @@ def test_planned_runs_read_only_live_values_and_give_the_same_bits(name):
     for k, v in graph.outputs.items():
         np.testing.assert_array_equal(first[k], want[v.name], err_msg=k)
         np.testing.assert_array_equal(again[k], want[v.name], err_msg=k)
+
+
+def test_planned_results_start_on_cache_lines():
+    graph = model_graphs()["gpt step -O2"]
+    dims = {"B": 2, "T": 8}
+    ex = tg.Executable(graph)
+    planned = ex.memory_plan(dims).offsets
+    starts = []
+    for i, st in enumerate(ex.steps):
+        if i in planned:
+            st.into = dataclasses.replace(
+                st.into, fn=lambda out, *arrays, fn=st.into.fn:
+                starts.append(out.ctypes.data) or fn(out, *arrays))
+    ex.run(random_feeds(graph, dims, 0), tg.init_params(graph, 0))
+    assert len(starts) == len(planned)
+    assert [a % ALIGN for a in starts] == [0] * len(starts)
 
 
 def test_outputs_and_their_views_stay_out_of_the_arena():

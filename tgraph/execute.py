@@ -28,7 +28,7 @@ import numpy as np
 from tgraph.errors import FeedError, ShapeError
 from tgraph.io import check_weights
 from tgraph.ir import CONST, INPUT, PARAM, Graph, Node
-from tgraph.memplan import Into, MemoryPlan, StepInfo, plan_memory
+from tgraph.memplan import ALIGN, Into, MemoryPlan, StepInfo, plan_memory
 from tgraph.sanitize import clip
 from tgraph.shapes import eval_shape, fmt_shape
 
@@ -62,7 +62,7 @@ class _Binding:
             return None
         if self.idle:
             return self.idle.pop()
-        arena = np.empty(self.plan.arena_bytes, np.uint8)
+        arena = _aligned_bytes(self.plan.arena_bytes)
         made: dict[tuple, np.ndarray] = {}  # one object per range and type: an in-place
         # step's out is then its input itself (kernels check by identity)
         views: list = [None] * len(self.outputs)
@@ -74,6 +74,14 @@ class _Binding:
                 made[key] = arena[off:off + size].view(dtype).reshape(shape)
             views[i] = made[key]
         return views
+
+
+def _aligned_bytes(nbytes: int) -> np.ndarray:
+    """uint8[nbytes] starting on an ALIGN boundary (NumPy's own start 16 bytes past one, so
+    every planned result would straddle cache lines and SIMD loads split)."""
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes]
 
 
 class Executable:
