@@ -461,8 +461,8 @@ def test_scatter_rows_add_in_np_add_at_order(dtype):
 
 
 ATTENTION_CASES = [(dict(causal=True, scale=0.25), 16, 16),
-                   (dict(causal=True, scale=0.25), 150, 150),  # 3 blocks
-                   (dict(causal=True), 70, 5),  # a block sees no key
+                   (dict(causal=True, scale=0.25), 150, 150),  # 5 blocks, the last short
+                   (dict(causal=True), 70, 5),  # two blocks see no key
                    (dict(causal=True), 5, 9), (dict(causal=True, window=1), 7, 4),
                    (dict(window=2, scale=2.0), 6, 6)]
 

@@ -5,10 +5,10 @@ For each of the B·H products: S = Q·Kᵀ into a [T, S] buffer of the thread's 
 masked softmax of its rows into a second one (rows.py's MASKED_SOFTMAX, the same compiled
 loop), then that times V into the output. Scores and weights never leave the core's cache
 (64 KB each for T = S = 128), where the three ops apart write and read a [B, H, T, S]
-tensor twice and split over the cores three times. A causal product runs in blocks of 64
-query rows, each block's GEMMs and softmax stopping at the last key its queries may see (a
-quarter fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's
-[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops. Q and V are read as
+tensor twice and split over the cores three times. A causal product runs in blocks of 32
+query rows, each block's GEMMs and softmax stopping at the last key its queries may see
+(3/8 fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's
+[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops (with blocks of 64). Q and V are read as
 they lie, heads sliced out of one projection included (a leading dimension each); K is
 first copied transposed into a thread buffer, so that Q·Kᵀ is a GEMM of untransposed
 operands (_TRANSPOSE). The GEMMs are blas.py's BLAS on one thread, as in gemm.py.
@@ -33,8 +33,9 @@ from tgraph.codegen.rows import MASKED_SOFTMAX, row_entry, row_kernel
 from tgraph.parallel import split
 
 #: query rows per block of a causal product: a block's products stop at the last key its
-#: queries may see
-CAUSAL_BLOCK = 64
+#: queries may see. 32 against 64: GPT config M's step 0.990-0.992, its forward 0.988,
+#: gpt2-small's forward 0.987 (30-80 interleaved rounds); 16 was no faster than 32 alone
+CAUSAL_BLOCK = 32
 
 # the keys (or values) of one product transposed into a thread's buffer: Q·Kᵀ (and G·Vᵀ)
 # then reads both operands untransposed, where OpenBLAS packs a transposed [S, 32] operand
