@@ -424,6 +424,44 @@ def _installed(dist: str) -> bool:
         return False
 
 
+def test_one_thread_pins_the_blas_until_its_last_user_leaves():
+    """Nested and concurrent uses: the BLAS stays on one thread while any is inside, and the
+    count it had comes back when the last leaves (a use that restored on its own exit let a
+    concurrent GEMM run threaded)."""
+    import threading
+
+    from tgraph.codegen import blas
+
+    if blas.bind() is None or blas.bind().set_threads is None:
+        pytest.skip("the BLAS in use has no process-wide thread count (MKL, sequential)")
+    set_threads, get_threads = blas.bind().set_threads
+    before = get_threads()
+    set_threads(2)
+    try:
+        inside, leave = threading.Event(), threading.Event()
+        seen = []
+
+        def other():
+            with blas.one_thread():
+                inside.set()
+                leave.wait(10)
+                seen.append(get_threads())
+
+        worker = threading.Thread(target=other)
+        with blas.one_thread():
+            worker.start()
+            inside.wait(10)
+            with blas.one_thread():
+                assert get_threads() == 1
+            assert get_threads() == 1
+        assert get_threads() == 1  # the other thread is still inside
+        leave.set()
+        worker.join(10)
+        assert seen == [1] and get_threads() == 2
+    finally:
+        set_threads(before)
+
+
 def test_gemm_leaves_other_operands_to_numpy():
     from tgraph.codegen import gemm
 

@@ -69,8 +69,9 @@ def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 _KIND, _A, _B, _C, _M, _N, _K, _FLAG_B, _FLAG_A, _LD_B, _LD_A, _ONE, _ITEMSIZE = range(13)
 _JOB_SIGNATURE = types.void(types.int64, types.int64, types.CPointer(types.int64))
 #: alpha and beta, [1, 0] in each dtype, alive as long as the module (parts read them by
-#: address)
+#: address), and that address (``ndarray.ctypes`` takes ~2 µs a call)
 _ONE_ZERO = {np.dtype(t): np.array([1, 0], t) for t in (np.float32, np.float64)}
+_ONE_ZERO_AT = {t: a.ctypes.data for t, a in _ONE_ZERO.items()}
 
 
 def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
@@ -79,7 +80,7 @@ def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
     leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
     kind = ord("d" if a.dtype == np.float64 else "s")
     return [kind, a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, read_b[0], read_a[0],
-            read_b[1], read_a[1], _ONE_ZERO[a.dtype].ctypes.data, a.itemsize]
+            read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize]
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
@@ -148,8 +149,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return None
     if bind() is None:
         return None
-    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a_rows = _as_rows(a) if math.prod(b.shape[:-2]) == 1 else None
+    lead = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a_rows = _as_rows(a) if b.ndim == 2 or math.prod(b.shape[:-2]) == 1 else None
     with one_thread():
         if a_rows is not None:
             if out is None:  # owns its memory: the executor may write a later result into it
