@@ -28,7 +28,7 @@ import weakref
 import numpy as np
 
 from tgraph.ops.registry import get_op
-from tgraph.parallel import split
+from tgraph.parallel import data_address, split
 
 
 def _rows(body: str, op: str):
@@ -237,15 +237,15 @@ def side_by_side(xs, axis: int) -> np.ndarray | None:
             x.base is not first.base or x.dtype != first.dtype or x.strides != first.strides
             or x.shape[:ax] + x.shape[ax + 1:] != others for x in xs):
         return None
-    at = first.ctypes.data
+    start = at = data_address(first)
     for x in xs:
-        if x.ctypes.data != at:
+        if data_address(x) != at:
             return None
         at += x.shape[ax] * x.strides[ax]
     shape = (*first.shape[:ax], sum(x.shape[ax] for x in xs), *others[ax:])
     base = first.base
     if (isinstance(base, np.ndarray) and base.shape == shape and base.strides == first.strides
-            and base.ctypes.data == first.ctypes.data):
+            and data_address(base) == start):
         return base  # the whole array they were cut from (pack_params' weights)
     return np.lib.stride_tricks.as_strided(first, shape, first.strides)
 

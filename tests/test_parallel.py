@@ -1,7 +1,7 @@
 """tgraph's kernel threads (tgraph/parallel.py): every index once, errors raised in the
 caller, a worker woken after it has gone to sleep, no deadlock when splits nest or race;
 compiled parts (run without the GIL) likewise, timed as Python parts are; a keyed job split
-only once it has shown itself long enough."""
+only once it has shown itself long enough; arrays' addresses as NumPy gives them."""
 
 from __future__ import annotations
 
@@ -197,3 +197,13 @@ def test_a_forked_child_starts_its_own_workers(monkeypatch):
     assert queue.get(timeout=60) == [(0, 4), (4, 8)]
     child.join(timeout=60)
     assert child.exitcode == 0
+
+
+def test_data_address_is_where_numpy_says_the_data_starts():
+    base = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    frozen = base.copy()
+    frozen.flags.writeable = False
+    arrays = [base, base[1:], base[:, 2:, 1:], base.T, base[::-1], frozen, np.float64(2.0) * base,
+              np.empty((0, 4)), np.array(7, np.int64), np.broadcast_to(base[0, 0], (6, 5))]
+    for a in arrays:
+        assert parallel.data_address(a) == a.ctypes.data

@@ -30,7 +30,7 @@ import numpy as np
 from tgraph.codegen.blas import bind, one_thread
 from tgraph.codegen.gemm import batch_offsets
 from tgraph.codegen.rows import MASKED_SOFTMAX, row_entry, row_kernel
-from tgraph.parallel import split
+from tgraph.parallel import data_address, split
 
 #: query rows per block of a causal product: a block's products stop at the last key its
 #: queries may see. 32 against 64: GPT config M's step 0.990-0.992, its forward 0.988,
@@ -250,9 +250,9 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
     entry = row_entry(body, np.dtype(np.float32), imports)
     one_zero, failed = np.array([1, 0], np.float32), np.zeros(1, np.int64)
     with one_thread():
-        split(entry.job(*(x.ctypes.data for x in arrays), offsets, lds, t, s, d, e, causal,
+        split(entry.job(*(data_address(x) for x in arrays), offsets, lds, t, s, d, e, causal,
                         window, scale, one_zero, CAUSAL_BLOCK,
-                        0 if kept is None else kept.ctypes.data, failed),
+                        0 if kept is None else data_address(kept), failed),
               count, passes * count * t * s)
     if failed[0]:
         raise MemoryError(f"attention: no memory for a thread's two [{t}, {s}] float32 "

@@ -36,7 +36,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from tgraph.parallel import CompiledJob
+from tgraph.parallel import CompiledJob, data_address
 
 #: the decorator every entry is compiled with (its flags are added)
 ENTRY_SIGNATURE = "types.void(types.int64, types.int64, types.CPointer(types.int64))"
@@ -163,8 +163,8 @@ def _array_slots(p: Param, v: np.ndarray) -> list[int]:
     if p.kind == "array":
         if not v.flags.c_contiguous:
             raise TypeError(f"kernel parameter {p.name!r} takes a C-contiguous array")
-        return [v.ctypes.data, *v.shape]
+        return [data_address(v), *v.shape]
     if any(s < 0 for s in v.strides):
         raise TypeError(f"kernel parameter {p.name!r} takes non-negative strides")
     extent = 1 + sum((n - 1) * s for n, s in zip(v.shape, v.strides)) // v.itemsize
-    return [v.ctypes.data, extent if v.size else 0, *v.shape, *v.strides]
+    return [data_address(v), extent if v.size else 0, *v.shape, *v.strides]

@@ -32,7 +32,7 @@ import numpy as np
 from numba import carray, cfunc, njit, types
 
 from tgraph.codegen.blas import bind, one_thread
-from tgraph.parallel import CompiledJob, cores, split
+from tgraph.parallel import CompiledJob, cores, data_address, split
 
 #: multiply-adds below which a GEMM runs on the calling thread only (waking a thread costs
 #: more than half of it)
@@ -79,7 +79,7 @@ def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
     """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
     leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
     kind = ord("d" if a.dtype == np.float64 else "s")
-    return [kind, a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, read_b[0], read_a[0],
+    return [kind, data_address(a), data_address(b), data_address(c), m, n, k, read_b[0], read_a[0],
             read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize]
 
 
