@@ -150,11 +150,12 @@ class Split(Movement):
         return [t.with_shape([s if i == ax else d for i, d in enumerate(t.shape)]) for s in sizes]
 
     def kernel(self, xp, x, axis, sizes):
-        cuts, acc = [], 0
-        for s in sizes[:-1]:
-            acc += s
-            cuts.append(acc)
-        return tuple(xp.split(x, cuts, axis=axis))
+        # basic slices (views): np.split took 8-10 µs a call, paid by every attention layer
+        lead, pieces, start = (slice(None),) * (axis % x.ndim), [], 0
+        for size in sizes:
+            pieces.append(x[(*lead, slice(start, start + size))])
+            start += size
+        return tuple(pieces)
 
     def label(self, axis, sizes):
         return f"Split (axis {axis}) {list(sizes)}"
