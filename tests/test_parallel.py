@@ -90,6 +90,16 @@ def test_a_keyed_job_is_timed_whole_then_split_only_if_long_enough(monkeypatch):
     assert set(parallel._alone) == {("job", 0.0), ("job", parallel.WORTH_SPLITTING * 20)}
 
 
+def test_the_table_of_keyed_jobs_stays_bounded(monkeypatch):
+    """A process that meets ever new shapes keeps at most ALONE_MAX verdicts."""
+    monkeypatch.setattr(parallel, "_alone", {})
+    monkeypatch.setattr(parallel, "ALONE_MAX", 3)
+    for length in range(10):
+        parallel.split(lambda lo, hi: None, 64, 1 << 20, key=("job", length))
+        assert 1 <= len(parallel._alone) <= 3
+    assert ("job", 9) in parallel._alone
+
+
 def test_a_worker_that_went_to_sleep_is_woken(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
     covered(10)

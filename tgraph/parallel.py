@@ -368,6 +368,10 @@ def _workers() -> tuple[_Worker, ...]:
 
 #: key -> (runs timed whole, the fastest in seconds): split's verdicts on keyed jobs
 _alone: dict = {}
+#: verdicts kept at most (keys hold shapes: a process serving ever new sequence lengths
+#: would otherwise grow the table without end); when full it starts again, each job then
+#: timed whole ALONE_RUNS times more
+ALONE_MAX = 4096
 
 # one split at a time uses the workers; a second caller (another thread, or a job that
 # splits) runs its job on its own thread
@@ -396,6 +400,8 @@ def split(job: Callable[[int, int], object], n: int, work: int,
         if runs < ALONE_RUNS:
             t0 = time.perf_counter()
             job(0, n)
+            if len(_alone) >= ALONE_MAX:
+                _alone.clear()
             _alone[key] = (runs + 1, min(fastest, time.perf_counter() - t0))
             return
         if fastest < WORTH_SPLITTING:
