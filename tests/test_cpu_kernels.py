@@ -603,8 +603,8 @@ def test_attention_kept_weights_are_the_softmax_and_give_the_same_gradient(kw, t
 
 
 def test_attention_without_memory_for_its_buffers_raises_instead_of_returning_garbage():
-    """A compiled loop's error cannot leave its C entry: attention flags a failed allocation
-    of its per-thread [T, S] buffers (here 2**48 floats each), and the caller raises."""
+    """attention's per-thread [T, S] buffers (here 2**48 floats each) cannot be allocated:
+    one clear MemoryError before any loop runs."""
     q = np.ones((1, 1, 1 << 24, 1), np.float32)
     with pytest.raises(MemoryError, match=r"attention: no memory .*\[16777216, 16777216\]"):
         KERNELS["attention"](np, q, q, q, causal=True)

@@ -130,6 +130,30 @@ def _compiled_counter(n: int, spins: int) -> parallel.CompiledJob:
     return parallel.CompiledJob(_count_and_spin.address, np.array([spins, n] + [0] * 2 * n))
 
 
+@cfunc(types.void(types.int64, types.int64, types.CPointer(types.int64)))
+def _record_slot(lo, hi, argp):
+    """args: [the job's slot counter, then each index's slot]: which part ran it."""
+    args = carray(argp, (1 + hi,))
+    slot = parallel.take_slot(args[:1])
+    for i in range(lo, hi):
+        args[1 + i] = slot
+
+
+def test_each_part_of_a_split_takes_a_slot_of_its_own(monkeypatch):
+    """take_slot gives a compiled job's parts 0, 1, ...: per-part buffers (attention's)
+    are never shared by two threads."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    for _ in range(20):
+        job = parallel.CompiledJob(_record_slot.address, np.r_[0, np.full(64, -1)])
+        parallel.split(job, 64, 1 << 20)
+        lo_part, hi_part = set(job.args[1:33]), set(job.args[33:])
+        assert job.args[0] == 2 and {*lo_part, *hi_part} == {0, 1}
+        assert len(lo_part) == len(hi_part) == 1
+        job = parallel.CompiledJob(_record_slot.address, np.r_[0, np.full(64, -1)])
+        parallel.split(job, 64, 1)  # too little work: one part
+        assert job.args[0] == 1 and set(job.args[1:]) == {0}
+
+
 def test_compiled_parts_cover_every_index_once_and_are_timed(monkeypatch):
     """A CompiledJob's parts: the worker runs one from its watch loop (also after it went to
     sleep, and back to back), every index once; its time, read from the cycle counter, is

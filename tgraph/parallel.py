@@ -124,6 +124,25 @@ def _swap_if(typingctx, flags, i, old, new):
     return types.boolean(flags, i, types.int64, types.int64), codegen
 
 
+@intrinsic
+def _fetch_add(typingctx, flags, i, value):
+    """flags[i] += value atomically; the value it held before."""
+    def codegen(context, builder, signature, args):
+        step = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", _flag_pointer(context, builder, signature, args), step,
+                                  "seq_cst")
+
+    return types.int64(flags, i, value), codegen
+
+
+@njit(nogil=True, cache=True)
+def take_slot(counter):
+    """This part's index among its job's parts (0, 1, ... as they start): which of the
+    job's per-part buffers it uses. ``counter``: the job's own int64[1], 0 before it runs;
+    a split makes at most ``cores()`` parts."""
+    return _fetch_add(counter, 0, 1)
+
+
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from tgraph.codegen.blas import bind, one_thread
 from tgraph.codegen.gemm import batch_offsets
 from tgraph.codegen.rows import MASKED_SOFTMAX, row_entry, row_kernel
-from tgraph.parallel import data_address, split
+from tgraph.parallel import cores, data_address, split
 
 #: query rows per block of a causal product: a block's products stop at the last key its
 #: queries may see. 32 against 64: GPT config M's step 0.990-0.992, its forward 0.988,
@@ -56,21 +56,18 @@ def transposed(at, ld, rows, cols, into):
 
 _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 2d", lds: "int64 1d",
            t: int, s: int, d: int, e: int, causal: bool, window: int, scale: float,
-           one_zero: "F 1d", block: int, kept: int, failed: "int64 1d"):
+           one_zero: "F 1d", block: int, kept: int, slots: "int64 1d", squares: "F 4d",
+           panels: "F 4d", scratches: "int64 2d"):
     """out[i] (t×e) = masked_softmax(Q_i·K_iᵀ)·V_i for i in lo..hi; q, k, v, out: addresses;
     offsets: each product's byte offsets into them (rows 0-3); lds: their leading
     dimensions. Rows that see no key are left as they are (zeros, by the caller). kept: 0,
-    or the address of a C-contiguous [.., t, s] array the weights are written to. failed[0]
-    is set when the thread's buffers cannot be allocated."""
+    or the address of a C-contiguous [.., t, s] array the weights are written to. slots,
+    squares, panels, scratches: each part's buffers (_run)."""
     # two buffers, not one in place: the row loop vectorizes only when its input and
     # output cannot overlap (in place: 2.5 ms a GPT-M layer, slower than three ops apart)
-    try:  # an error cannot leave a C entry: the caller raises it
-        scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
-        kt = np.empty((d, s), np.float32)
-        scratch = np.empty(8, np.int64)
-    except Exception:
-        failed[0] = 1
-        return
+    part = take_slot(slots)
+    scores, local, kt, scratch = squares[part, 0], squares[part, 1], panels[part, 0], \
+        scratches[part]
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
@@ -99,20 +96,16 @@ _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 
 _GRAD_TEMPLATE = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, dk: int, dv: int,
            offsets: "int64 2d", lds: "int64 1d", t: int, s: int, d: int, e: int, causal: bool,
            window: int, scale: float, one_zero: "F 1d", block: int, kept: int,
-           failed: "int64 1d"):
+           slots: "int64 1d", squares: "F 4d", panels: "F 4d", scratches: "int64 2d"):
     """dq[i] (t×d), dk[i] (s×d), dv[i] (s×e) for i in lo..hi: the gradient of attention's
     product i for its output's gradient g[i]; every array an address, offsets: each
     product's byte offsets into them (rows 0-6), lds: their leading dimensions. dq's rows
     that see no key are left as they are (zeros, by the caller). kept: 0, or the address of
     the weights the forward kept (C-contiguous [.., t, s]), read instead of computed.
-    failed[0] is set when the thread's buffers cannot be allocated."""
-    try:
-        scores, local = np.empty((t, s), np.float32), np.empty((t, s), np.float32)
-        kt, vt = np.empty((d, s), np.float32), np.empty((e, s), np.float32)
-        scratch = np.empty(8, np.int64)
-    except Exception:
-        failed[0] = 1
-        return
+    slots, squares, panels, scratches: each part's buffers (_run)."""
+    part = take_slot(slots)
+    scores, local, scratch = squares[part, 0], squares[part, 1], scratches[part]
+    kt, vt = panels[part, 0], panels[part, 1]
     one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
@@ -241,19 +234,26 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
     count = math.prod(lead)
     offsets = batch_offsets(lead, *arrays)
     lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    imports = "from tgraph.codegen.gemm import blas_gemm\n" + _TRANSPOSE
+    imports = ("from tgraph.codegen.gemm import blas_gemm\n"
+               "from tgraph.parallel import take_slot\n" + _TRANSPOSE)
     if "softmax_rows(" in body:  # the masked softmax rows: one jitted module the kernels
         # import (compiled once, not twice), imported before the entry, which compiles
         # where it is defined
         softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
         imports += f"from {softmax} import kernel as softmax_rows\n"
     entry = row_entry(body, np.dtype(np.float32), imports)
-    one_zero, failed = np.array([1, 0], np.float32), np.zeros(1, np.int64)
+    parts = cores()  # the most a split makes: each part takes one set of buffers
+    try:  # allocated here, not in the loop: np.empty and its failure path in a C entry
+        # took 0.4-0.6 s of the cold compile of each of the two kernels
+        squares = np.empty((parts, 2, t, s), np.float32)  # scores, weights
+        panels = np.empty((parts, 2, max(d, e), s), np.float32)  # Kᵀ, Vᵀ
+    except (MemoryError, ValueError):
+        raise MemoryError(f"attention: no memory for a thread's two [{t}, {s}] float32 "
+                          "buffers of scores and weights") from None
+    one_zero = np.array([1, 0], np.float32)
     with one_thread():
         split(entry.job(*(data_address(x) for x in arrays), offsets, lds, t, s, d, e, causal,
                         window, scale, one_zero, CAUSAL_BLOCK,
-                        0 if kept is None else data_address(kept), failed),
+                        0 if kept is None else data_address(kept), np.zeros(1, np.int64),
+                        squares, panels, np.empty((parts, 8), np.int64)),
               count, passes * count * t * s)
-    if failed[0]:
-        raise MemoryError(f"attention: no memory for a thread's two [{t}, {s}] float32 "
-                          "buffers of scores and weights")
