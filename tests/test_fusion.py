@@ -327,9 +327,9 @@ def test_a_transposed_product_comes_out_in_its_readers_layout():
 
 
 def test_cold_kernels_are_shared_with_a_helper_process(tmp_path, monkeypatch):
-    """With an empty cache, every other distinct kernel is compiled by a helper process into
-    the same disk cache: afterwards every fused loop is cached, the helper was started once,
-    and the Executable computes what -O0 does."""
+    """With an empty cache, a share of the distinct kernels is compiled by a helper process
+    into the same disk cache: afterwards every fused loop is cached, the helper was started
+    once, and the Executable computes what -O0 does."""
     from tgraph.backends.numpy_backend import NumpyBackend
     from tgraph.codegen import ahead
     from tgraph.codegen.numba_cpu import FusedKernel
@@ -351,6 +351,26 @@ def test_cold_kernels_are_shared_with_a_helper_process(tmp_path, monkeypatch):
     assert len(started) == 1
     params, feeds = tg.init_params(g, 4), random_feeds(g, {"B": 2, "T": 8}, 4)
     close(ex.run(feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-4)
+
+
+def test_cold_kernels_are_shared_by_estimated_compile_time():
+    """Longest first, each to the process that would finish sooner, the helper starting
+    HELPER_START_S behind: every kernel once, attention here, its gradient there, and the
+    two shares' estimated ends within one small kernel of each other."""
+    from types import SimpleNamespace
+
+    from tgraph.codegen import ahead
+
+    ops = ["matmul", "fused", "attention_grad", "layernorm", "fused", "concat", "attention",
+           "cross_entropy", "fused", "layernorm_grad", "fused", "cross_entropy_grad"]
+    nodes = [SimpleNamespace(op=op) for op in ops]
+    mine, theirs = ahead._shares(nodes)
+    assert sorted(map(id, mine + theirs)) == sorted(map(id, nodes))
+    assert mine[0].op == "attention" and theirs[0].op == "attention_grad"
+    ends = [sum(ahead.COST.get(n.op, 0.0) for n in mine),
+            ahead.HELPER_START_S + sum(ahead.COST.get(n.op, 0.0) for n in theirs)]
+    assert abs(ends[0] - ends[1]) <= max(ahead.COST[op] for op in ops[1:] if op in ahead.COST
+                                         and op not in ("attention", "attention_grad"))
 
 
 @pytest.mark.parametrize("heads", ["batched", "split"])

@@ -3,9 +3,9 @@
 Numba compiles one function at a time under the GIL, so building the Executable of
 gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one core (10
 fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compiles at once
-each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x;
-a split by estimated compile time did no better than every other kernel (the two longest,
-attention's, go first: one each). When at least ``MIN_COLD`` fused loops are missing from
+each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x.
+The kernels are shared out by rough compile times (COST), longest first, each to the
+process that would finish sooner. When at least ``MIN_COLD`` fused loops are missing from
 the cache, every other distinct kernel is sent to a fresh ``python -m tgraph.codegen.ahead``,
 which compiles it into the same disk cache while this process compiles the rest; this
 process then only loads the helper's share. The helper
@@ -23,11 +23,14 @@ import sys
 MIN_COLD = 4
 #: seconds this process waits for the helper before compiling its share itself
 TIMEOUT_S = 300
-#: the longest compiles (gpt2-small: attention 1.0-1.6 s, its gradient 0.5-0.9 s, any other
-#: kernel 0.1-0.4 s): first in the list, so each process gets one. In list order the two
-#: fell to this process together about half the time, and the cold pipeline took 3.5-4.1 s
-#: where it takes 3.2-3.5 so.
-LONGEST = ("attention", "attention_grad")
+#: rough seconds of a cold compile by op (gpt2-small, one process: attention 1.6-2.2 with
+#: the masked softmax rows it imports, its gradient 0.7-1.3, a row kernel 0.2-0.5, a fused
+#: loop 0.15-0.3; matmul, concat and the like compile nothing of their own)
+COST = {"attention": 1.6, "attention_grad": 1.0, "fused": 0.25, "layernorm": 0.35,
+        "layernorm_grad": 0.35, "cross_entropy": 0.35, "cross_entropy_grad": 0.35,
+        "softmax": 0.35, "softmax_grad": 0.35, "masked_softmax": 0.35, "mask": 0.35}
+#: seconds the helper starts behind this process (its imports)
+HELPER_START_S = 0.6
 
 
 def compile_ahead(backend, nodes) -> None:
@@ -51,8 +54,7 @@ def compile_ahead(backend, nodes) -> None:
         cold += n.op == "fused" and not FusedKernel(n).cached()
     if cold < MIN_COLD or cores() < 2:
         return
-    ordered = sorted(jobs.values(), key=lambda n: n.op not in LONGEST)
-    mine, theirs = ordered[0::2], ordered[1::2]
+    mine, theirs = _shares(list(jobs.values()))
     try:
         helper = subprocess.Popen([sys.executable, "-m", "tgraph.codegen.ahead"],
                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -69,6 +71,17 @@ def compile_ahead(backend, nodes) -> None:
         if helper.poll() is None:
             helper.kill()
             helper.wait()
+
+
+def _shares(nodes: list) -> tuple[list, list]:
+    """(this process's kernels, the helper's): the longest first, each to the process that
+    would finish its share sooner (the helper starting HELPER_START_S behind)."""
+    loads, shares = [0.0, HELPER_START_S], ([], [])
+    for n in sorted(nodes, key=lambda n: -COST.get(n.op, 0.0)):
+        side = 0 if loads[0] <= loads[1] else 1
+        loads[side] += COST.get(n.op, 0.0)
+        shares[side].append(n)
+    return shares
 
 
 def _spec(n) -> dict:
