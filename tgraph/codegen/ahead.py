@@ -1,4 +1,4 @@
-"""Cold kernels compiled on two cores: a helper process takes half of them.
+"""Cold kernels compiled on two cores: a helper process takes a share of them.
 
 Numba compiles one function at a time under the GIL, so building the Executable of
 gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one core (10
@@ -6,9 +6,9 @@ fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compil
 each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x.
 The kernels are shared out by rough compile times (COST), longest first, each to the
 process that would finish sooner. When at least ``MIN_COLD`` fused loops are missing from
-the cache, every other distinct kernel is sent to a fresh ``python -m tgraph.codegen.ahead``,
-which compiles it into the same disk cache while this process compiles the rest; this
-process then only loads the helper's share. The helper
+the cache, the helper's share is sent to a fresh ``python -m tgraph.codegen.ahead``, which
+compiles it into the same disk cache while this process compiles the rest; this process
+then only loads the helper's share. The helper
 gets node types and attrs as JSON on its stdin (what this process already checked), and
 nothing depends on it: a kernel it did not write is compiled here as usual.
 """
