@@ -258,27 +258,25 @@ _DATA_AT = object.__basicsize__
 _read_word = ctypes.c_size_t.from_address
 
 
-def data_address(a: np.ndarray) -> int:
-    """The address of ``a``'s first element, read from its struct: 0.15 µs where
-    ``a.ctypes.data`` builds a ctypes object each call (1.1-1.9 µs here), and a training
-    step asks for ~1,000 (every GEMM, loop and attention call passes its arrays so)."""
+def _struct_address(a: np.ndarray) -> int:
     return _read_word(id(a) + _DATA_AT).value
-
-
-def _data_address_checked() -> None:
-    """Fall back to ``ndarray.ctypes`` where the struct is laid out otherwise (another
-    interpreter's object header): a wrong address would be read as memory."""
-    global data_address
-    probe = np.arange(3.0)[1:]
-    if _read_word(id(probe) + _DATA_AT).value != probe.ctypes.data:
-        data_address = _ctypes_address
 
 
 def _ctypes_address(a: np.ndarray) -> int:
     return a.ctypes.data
 
 
-_data_address_checked()
+def _struct_is_numpys() -> bool:
+    """Whether the struct is laid out as _DATA_AT says (not under another interpreter's
+    object header): a wrong address would be read as memory."""
+    probe = np.arange(3.0)[1:]
+    return _struct_address(probe) == probe.ctypes.data
+
+
+#: ``data_address(a)``: the address of ``a``'s first element, read from its struct: 0.15 µs
+#: where ``a.ctypes.data`` builds a ctypes object each call (1.1-1.9 µs here), and a
+#: training step asks for ~1,000 (every GEMM, loop and attention call passes its arrays so)
+data_address = _struct_address if _struct_is_numpys() else _ctypes_address
 
 
 class CompiledJob:

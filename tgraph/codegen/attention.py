@@ -8,10 +8,10 @@ loop), then that times V into the output. Scores and weights never leave the cor
 tensor twice and split over the cores three times. A causal product runs in blocks of 32
 query rows, each block's GEMMs and softmax stopping at the last key its queries may see
 (3/8 fewer multiply-adds and exponentials at T = 128). GPT config M, one layer's
-[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops (with blocks of 64). Q and V are read as
-they lie, heads sliced out of one projection included (a leading dimension each); K is
-first copied transposed into a thread buffer, so that Q·Kᵀ is a GEMM of untransposed
-operands (_TRANSPOSE). The GEMMs are blas.py's BLAS on one thread, as in gemm.py.
+[8, 8, 128, 32] heads: 1.47 ms against 1.81 ms for the three ops (with blocks of 64).
+Q and V are read as they lie, heads sliced out of one projection included (a leading
+dimension each); K is first copied transposed into a thread buffer, so that Q·Kᵀ is a GEMM
+of untransposed operands (_TRANSPOSE). The GEMMs are blas.py's BLAS on one thread, as in gemm.py.
 
 The gradient does the same per product and block of query rows: the weights P read from
 the forward's (a training graph's attention keeps them) or computed again (scores, then

@@ -79,8 +79,8 @@ def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
     """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
     leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
     kind = ord("d" if a.dtype == np.float64 else "s")
-    return [kind, data_address(a), data_address(b), data_address(c), m, n, k, read_b[0], read_a[0],
-            read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize]
+    return [kind, data_address(a), data_address(b), data_address(c), m, n, k, read_b[0],
+            read_a[0], read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize]
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
