@@ -197,12 +197,18 @@ def test_layernorm_rows_within_rounding_of_float64(dtype):
     xhat = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
     want = xhat * g64 + b64
     u = U32 if dtype == np.float32 else 2.0**-53
-    # x − mean, ·rstd, ·gamma, +beta each rounded once; the float64 row sums' error
-    # (n·2⁻⁵³ of Σ|x|, through 1/σ) moves x̂ by n·2⁻⁵³·mean|x|/σ·(1 + |x̂|)
-    n = x.shape[-1]
-    stats = (n * 2.0**-53 * np.abs(x64).mean(-1, keepdims=True)
-             / x64.std(-1, keepdims=True) * (1 + np.abs(xhat)) * np.abs(g64))
-    assert np.all(np.abs(got - want) <= 8 * u * (np.abs(xhat * g64) + np.abs(b64)) + stats)
+    # the mean and 1/σ rounded to the dtype (the mean's rounding, u·|mean|, moves x̂ by
+    # u·|mean|/σ), then x − mean, ·rstd, ·gamma, +beta each rounded once; the float64 sums
+    # of d = x − x₀ (x₀ the row's first) are off by n·2⁻⁵³ of Σ|d| and Σd², which moves x̂ by
+    # n·2⁻⁵³·(mean|d|/σ + |x̂|·mean d²/σ²)
+    n, sigma = x.shape[-1], x64.std(-1, keepdims=True)
+    mean = x64.mean(-1, keepdims=True)
+    d = x64 - x64[..., :1]
+    stats = n * 2.0**-53 * (np.abs(d).mean(-1, keepdims=True) / sigma
+                            + np.abs(xhat) * (d * d).mean(-1, keepdims=True) / sigma**2)
+    bound = (8 * u * (np.abs(xhat * g64) + np.abs(b64))
+             + (u * np.abs(mean) / sigma + stats) * np.abs(g64))
+    assert np.all(np.abs(got - want) <= bound)
 
 
 @pytest.mark.parametrize("shape", [(4, 300, 50), (6, 2500)])  # rows of one block, and more
@@ -613,10 +619,12 @@ def test_attention_without_memory_for_its_buffers_raises_instead_of_returning_ga
 @pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split
 def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
     """(dx, dγ, dβ) of one row loop against the float64 closed form on the same numbers: the
-    statistics are summed in float64, so each dx carries a few float32 roundings of its
-    terms: dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times 8u. dγ and dβ are
-    summed in float64 (per chunk of rows, then the chunks) and rounded to float32 once: 2u of
-    the sum of their terms' sizes."""
+    statistics are summed in float64 and rounded to float32, so each dx carries a few float32
+    roundings of its terms, dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times
+    8u, and the mean's rounding (u·|mean|) moves x̂ by u·|mean|·rstd, and dx by that times
+    rstd·|mean(ĝ·x̂)|. dγ and dβ are summed in float64 (per chunk of rows, then the chunks)
+    and rounded to float32 once: 2u of the sum of their terms' sizes, and the same shift of
+    x̂ in dγ's terms."""
     rng = np.random.default_rng(12)
     x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
     gamma = rng.standard_normal(shape[-1]).astype(np.float32)
@@ -630,10 +638,13 @@ def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
     terms = rstd * (np.abs(gh) + np.abs(gh).mean(-1, keepdims=True)
                     + np.abs(xhat) * np.abs(gh * xhat).mean(-1, keepdims=True))
     lead = tuple(range(len(shape) - 1))
+    shift = U32 * np.abs(x64.mean(-1, keepdims=True)) * rstd  # in x̂, from the mean's rounding
     assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float32
     assert dgamma.shape == dbeta.shape == shape[-1:]
-    assert np.all(np.abs(dx - want[0]) <= 8 * U32 * terms)
-    assert np.all(np.abs(dgamma - want[1]) <= 2 * U32 * np.abs(g64 * xhat).sum(lead))
+    assert np.all(np.abs(dx - want[0])
+                  <= 8 * U32 * terms + shift * rstd * np.abs(gh * xhat).mean(-1, keepdims=True))
+    assert np.all(np.abs(dgamma - want[1])
+                  <= 2 * U32 * np.abs(g64 * xhat).sum(lead) + (np.abs(g64) * shift).sum(lead))
     assert np.all(np.abs(dbeta - want[2]) <= 2 * U32 * np.abs(g64).sum(lead))
     got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, eps=1e-5)
     for a, b in zip(got64, want):
