@@ -143,16 +143,18 @@ class SoftmaxGrad(OpDef):
         return f"Softmax′ (axis {axis})"
 
 
-def layernorm_closed_form(x, gamma, g, eps):
+def layernorm_closed_form(x, gamma, g, eps, residual=None):
     """LayerNorm's gradient as graph ops, x̂ recomputed from x: (dx, dγ, dβ) with
-    dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma, and dγ, dβ the sums of
-    g·x̂ and g over the leading axes."""
+    dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma (plus ``residual``, when
+    given), and dγ, dβ the sums of g·x̂ and g over the leading axes."""
     xc = x - tb.mean(x, -1, keepdims=True)
     rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + eps)
     xhat = xc * rstd
     gh = g * gamma
     dx = (gh - tb.mean(gh, -1, keepdims=True)
           - xhat * tb.mean(gh * xhat, -1, keepdims=True)) * rstd
+    if residual is not None:
+        dx = residual + dx
     lead = list(range(x.type.rank - 1))
     return dx, *((tb.sum(v, lead) if lead else v) for v in (g * xhat, g))
 
@@ -161,23 +163,32 @@ def layernorm_closed_form(x, gamma, g, eps):
 class LayernormGrad(OpDef):
     """LayerNorm's gradient from its input: (dx, dγ, dβ) in one pass over each row, where the
     closed form is ~15 elementwise ops, 5 row means and two sums over the leading axes (dγ
-    and dβ: the sums of g·x̂ and of g, which the row loop adds up as it goes)."""
+    and dβ: the sums of g·x̂ and of g, which the row loop adds up as it goes).
+
+    With a fourth input, the gradient that reaches x around the norm (a residual
+    connection's), dx is that plus LayerNorm's: the add the pass residual_into_norm_grad
+    (-O2) folds in, one write of dx where there were two and a read."""
 
     fresh_result = True
 
     name = "layernorm_grad"
     attr_kinds = {"eps": "eps"}
-    signature = "layernorm_grad(x[..., D], gamma[D], g[..., D], eps=1e-5) -> (dx, dγ, dβ)"
+    signature = ("layernorm_grad(x[..., D], gamma[D], g[..., D], [residual[..., D]], "
+                 "eps=1e-5) -> (dx (+ residual), dγ, dβ)")
 
     def infer(self, types, eps=1e-5):
-        x, gamma, g = types
+        if len(types) not in (3, 4):
+            raise ShapeError(f"layernorm_grad takes x, gamma, g and an optional residual, got "
+                             f"{len(types)} inputs")
+        x, gamma, g = types[:3]
         need_float(x, self.name)
-        if g != x or gamma.shape != x.shape[-1:] or gamma.dtype != x.dtype:
-            raise ShapeError(f"layernorm_grad needs g like x and gamma[{x.shape[-1]}], got "
-                             f"{x}, {gamma}, {g}")
+        if (g != x or gamma.shape != x.shape[-1:] or gamma.dtype != x.dtype
+                or any(r != x for r in types[3:])):
+            raise ShapeError(f"layernorm_grad needs g (and a residual) like x and "
+                             f"gamma[{x.shape[-1]}], got {', '.join(map(str, types))}")
         return [x, gamma, gamma]
 
-    def kernel(self, xp, x, gamma, g, eps=1e-5):
+    def kernel(self, xp, x, gamma, g, residual=None, eps=1e-5):
         xc = x - x.mean(axis=-1, keepdims=True)
         rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
         xhat = xc * rstd
@@ -185,7 +196,8 @@ class LayernormGrad(OpDef):
         dx = (gh - gh.mean(axis=-1, keepdims=True)
               - xhat * (gh * xhat).mean(axis=-1, keepdims=True)) * rstd
         lead = tuple(range(x.ndim - 1))
-        return dx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+        return (dx if residual is None else residual + dx, (g * xhat).sum(axis=lead),
+                g.sum(axis=lead))
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return 16 * math.prod(in_shapes[0])
@@ -195,11 +207,13 @@ class LayernormGrad(OpDef):
         from tgraph.autodiff import vjp_of_expansion
 
         eps = node.attrs.get("eps", 1e-5)
-        return vjp_of_expansion(node, grads, lambda *xs: layernorm_closed_form(*xs, eps))
+        return vjp_of_expansion(node, grads,
+                                lambda *xs: layernorm_closed_form(*xs[:3], eps, *xs[3:]))
 
     def examples(self, rng):
         return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),
-                  rng.standard_normal(s)], {"eps": 1e-5}) for s in ((2, 3, 6), (5,))]
+                  *rng.standard_normal((inputs - 2, *s))], {"eps": 1e-5})
+                for s, inputs in (((2, 3, 6), 3), ((5,), 3), ((2, 3, 6), 4))]
 
     def label(self, eps=1e-5):
         return "LayerNorm′"

@@ -616,22 +616,24 @@ def test_attention_without_memory_for_its_buffers_raises_instead_of_returning_ga
         KERNELS["attention"](np, q, q, q, causal=True)
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("shape", [(3, 7), (4, 300, 64)])  # serial, and split
-def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
+def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape, residual):
     """(dx, dγ, dβ) of one row loop against the float64 closed form on the same numbers: the
     statistics are summed in float64 and rounded to float32, so each dx carries a few float32
     roundings of its terms, dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), each term's size times
     8u, and the mean's rounding (u·|mean|) moves x̂ by u·|mean|·rstd, and dx by that times
     rstd·|mean(ĝ·x̂)|. dγ and dβ are summed in float64 (per chunk of rows, then the chunks)
     and rounded to float32 once: 2u of the sum of their terms' sizes, and the same shift of
-    x̂ in dγ's terms."""
+    x̂ in dγ's terms. With a residual r, dx + r: one more rounding, of |dx| + |r|."""
     rng = np.random.default_rng(12)
     x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
     gamma = rng.standard_normal(shape[-1]).astype(np.float32)
     g = rng.standard_normal(shape).astype(np.float32)
-    dx, dgamma, dbeta = KERNELS["layernorm_grad"](np, x, gamma, g, eps=1e-5)
-    x64, gamma64, g64 = (a.astype(np.float64) for a in (x, gamma, g))
-    want = get_op("layernorm_grad").kernel(np, x64, gamma64, g64, eps=1e-5)
+    r = [rng.standard_normal(shape).astype(np.float32)] if residual else []
+    dx, dgamma, dbeta = KERNELS["layernorm_grad"](np, x, gamma, g, *r, eps=1e-5)
+    x64, gamma64, g64, *r64 = (a.astype(np.float64) for a in (x, gamma, g, *r))
+    want = get_op("layernorm_grad").kernel(np, x64, gamma64, g64, *r64, eps=1e-5)
     xc = x64 - x64.mean(-1, keepdims=True)
     rstd = 1 / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5)
     xhat, gh = xc * rstd, g64 * gamma64
@@ -641,12 +643,13 @@ def test_layernorm_grad_rows_float32_within_their_rounding_bound(shape):
     shift = U32 * np.abs(x64.mean(-1, keepdims=True)) * rstd  # in x̂, from the mean's rounding
     assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float32
     assert dgamma.shape == dbeta.shape == shape[-1:]
-    assert np.all(np.abs(dx - want[0])
-                  <= 8 * U32 * terms + shift * rstd * np.abs(gh * xhat).mean(-1, keepdims=True))
+    around = U32 * (np.abs(want[0]) + np.abs(r64[0])) if residual else 0
+    assert np.all(np.abs(dx - want[0]) <= 8 * U32 * terms + around
+                  + shift * rstd * np.abs(gh * xhat).mean(-1, keepdims=True))
     assert np.all(np.abs(dgamma - want[1])
                   <= 2 * U32 * np.abs(g64 * xhat).sum(lead) + (np.abs(g64) * shift).sum(lead))
     assert np.all(np.abs(dbeta - want[2]) <= 2 * U32 * np.abs(g64).sum(lead))
-    got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, eps=1e-5)
+    got64 = KERNELS["layernorm_grad"](np, x64, gamma64, g64, *r64, eps=1e-5)
     for a, b in zip(got64, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 

@@ -513,3 +513,42 @@ def test_a_float32_gelu_loop_vectorizes_with_its_math_inlined():
     lanes = {int(n) for n in re.findall(r"<(\d+) x float>", ir)}
     assert lanes and max(lanes) >= 4
     assert not re.search(r"call [^\n]*vecmath", ir)
+
+
+def test_residual_gradients_add_inside_layernorm_grad():
+    """A pre-norm block's x gets the gradient around the block plus LayerNorm's dx: at -O2
+    the add is LayerNorm's gradient's fourth input (each block's two norms; the final norm
+    has no residual around it). Not where dx has another reader, or where another of the
+    node's results is read before the add (the node would have to move past it)."""
+    from tgraph.io import copy_graph
+    from tgraph.passes.norm import residual_into_norm_grad
+
+    g = build_model("gpt", loss=True, dtype="float64", vocab=11, **{**SMALL, "n_layers": 2})
+    fb = training_graph(g, "loss", 2)
+    norms = [n for n in fb.nodes if n.op == "layernorm_grad"]
+    assert [len(n.inputs) for n in norms].count(4) == 4 and len(norms) == 5
+    assert not any(n.op == "add" and any(v.node in norms for v in n.inputs) for n in fb.nodes)
+    params, feeds = tg.init_params(g, 5), random_feeds(g, {"B": 2, "T": 8}, 5)
+    close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
+
+    def norm_grad(reader_first=None, other_reader=False):
+        gr = tg.Graph("norm")
+        x, dy, r = (gr.input(k, (3, 5), "float64") for k in ("x", "dy", "r"))
+        dx, dgamma, _ = tb.apply("layernorm_grad", x, gr.param("gamma", (5,), "float64"), dy)
+        if reader_first is not None:
+            gr.set_output("early", tb.exp(dgamma))
+        if other_reader:
+            gr.set_output("dx", tb.tanh(dx))
+        gr.set_output("out", r + dx)
+        return gr
+
+    rng = np.random.default_rng(3)
+    feeds = {k: rng.standard_normal((3, 5)) for k in ("x", "dy", "r")}
+    params = {"gamma": rng.standard_normal(5)}
+    assert residual_into_norm_grad(norm_grad(reader_first=True)) == 0
+    assert residual_into_norm_grad(norm_grad(other_reader=True)) == 0
+    plain = norm_grad()
+    folded = copy_graph(plain)
+    assert residual_into_norm_grad(folded) == 1
+    assert [n.op for n in folded.validate().nodes] == ["layernorm_grad"]
+    close(tg.run(folded, feeds, params), tg.run(plain, feeds, params), 1e-12)

@@ -173,8 +173,8 @@ def _layernorm(e, n, ins):
 
 
 def _layernorm_grad(e, n, ins):
-    """ops/fused_grads.py's closed form: (dx, dγ, dβ)."""
-    x, gamma, g = ins
+    """ops/fused_grads.py's closed form: (dx (+ the residual), dγ, dβ)."""
+    x, gamma, g = ins[:3]
     dt = _dtype(n)
 
     def mean(v):
@@ -193,6 +193,8 @@ def _layernorm_grad(e, n, ins):
     def over_lead(v):
         return reduce(e, "ReduceSum", v, lead, False) if lead else v
 
+    if len(ins) == 4:
+        dx = e.op("Add", [ins[3], dx])
     return [dx, over_lead(e.op("Mul", [g, xhat])), over_lead(g)]
 
 
