@@ -390,6 +390,29 @@ def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
             np.testing.assert_array_equal(gemm.matmul(a, b), serial)
 
 
+def test_gemm_remembers_its_split_by_layout_not_by_values():
+    """A GEMM seen before in one layout (operands at the same addresses, shapes, strides,
+    dtype) reuses its job: new values there are read, each result goes where it is asked
+    (or to a fresh array), and another view of the same memory is another GEMM."""
+    from tgraph.codegen import gemm
+
+    rng = np.random.default_rng(10)
+    a, b = (rng.standard_normal((4, 64, 64)).astype(np.float32) for _ in range(2))
+    w = b[0]
+    first = gemm.matmul(a, w)
+    a *= 2  # the same memory, new values
+    again = gemm.matmul(a, w)
+    assert again is not first  # a fresh result each time
+    np.testing.assert_array_equal(again, 2 * first)  # powers of two: exact
+    a64, wt64 = a.astype(np.float64), w.T.astype(np.float64)  # same address, transposed:
+    assert np.all(np.abs(gemm.matmul(a, w.T) - a64 @ wt64)  # within γ_K of a@wᵀ's products
+                  <= 65 * U32 * (np.abs(a64) @ np.abs(wt64)))
+    for _ in range(2):
+        out = np.empty((4, 64, 64), np.float32)  # a new address each time, maybe
+        assert gemm.matmul(a, w, out) is out
+        np.testing.assert_array_equal(out, again)
+
+
 @pytest.mark.parametrize("choice", ["", "openblas", "mkl"])
 def test_each_blas_gives_products_within_the_dot_product_bound(choice):
     """MKL on an Intel CPU when the ``mkl`` package is installed, SciPy's OpenBLAS on other

@@ -23,6 +23,7 @@ ops apart.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -223,6 +224,24 @@ def attention_grad(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, c
     return dq, dk, dv
 
 
+@functools.lru_cache(maxsize=256)
+def _layout(body: str, lead: tuple, strides: tuple) -> tuple:
+    """``body``'s entry, each product's byte offsets into the arrays with these strides and
+    their leading dimensions (read-only): the same every step of a training loop, and
+    computing them took ~100 µs of each attention call in a GPT config M step."""
+    imports = ("from tgraph.codegen.gemm import blas_gemm\n"
+               "from tgraph.parallel import take_slot\n" + _TRANSPOSE)
+    if "softmax_rows(" in body:  # the masked softmax rows: one jitted module the kernels
+        # import (compiled once, not twice), imported before the entry, which compiles
+        # where it is defined
+        softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
+        imports += f"from {softmax} import kernel as softmax_rows\n"
+    offsets = batch_offsets(lead, *strides)
+    lds = np.array([st[-2] // 4 for st in strides], np.int64)
+    offsets.flags.writeable = lds.flags.writeable = False
+    return row_entry(body, np.dtype(np.float32), imports), offsets, lds
+
+
 def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
          kept: np.ndarray | None, passes: int):
     """``body``'s kernel over every (batch, head) product, split over the cores; arrays: q,
@@ -232,16 +251,7 @@ def _run(body: str, arrays: tuple, causal: bool, window: int, scale: float,
     lead = q.shape[:-2]
     (t, d), s, e = q.shape[-2:], k.shape[-2], v.shape[-1]
     count = math.prod(lead)
-    offsets = batch_offsets(lead, *arrays)
-    lds = np.array([x.strides[-2] // 4 for x in arrays], np.int64)
-    imports = ("from tgraph.codegen.gemm import blas_gemm\n"
-               "from tgraph.parallel import take_slot\n" + _TRANSPOSE)
-    if "softmax_rows(" in body:  # the masked softmax rows: one jitted module the kernels
-        # import (compiled once, not twice), imported before the entry, which compiles
-        # where it is defined
-        softmax = row_kernel(MASKED_SOFTMAX, np.float32).py_func.__module__
-        imports += f"from {softmax} import kernel as softmax_rows\n"
-    entry = row_entry(body, np.dtype(np.float32), imports)
+    entry, offsets, lds = _layout(body, lead, tuple(x.strides for x in arrays))
     parts = cores()  # the most a split makes: each part takes one set of buffers
     try:  # allocated here, not in the loop: np.empty and its failure path in a C entry
         # took 0.4-0.6 s of the cold compile of each of the two kernels
