@@ -102,24 +102,24 @@ def layernorm(xp, x, g, b, eps=1e-5, out=None):
 LAYERNORM_GRAD_CHUNK = 16
 
 
-def layernorm_grad(xp, x, gamma, g, residual=None, eps=1e-5):
+def layernorm_grad(xp, x, gamma, g, residual=None, eps=1e-5, sum_dx=False):
     from tgraph.codegen.rows import LAYERNORM_GRAD, LAYERNORM_GRAD_RESIDUAL, row_entry
 
     extra = () if residual is None else (residual,)
     if (x.dtype.kind != "f" or not x.size or gamma.dtype != x.dtype
             or any(a.dtype != x.dtype or a.shape != x.shape for a in (g, *extra))):
-        return get_op("layernorm_grad").kernel(xp, x, gamma, g, *extra, eps=eps)
+        return get_op("layernorm_grad").kernel(xp, x, gamma, g, *extra, eps=eps, sum_dx=sum_dx)
     rows, grads, *extra = (np.ascontiguousarray(a).reshape(-1, x.shape[-1])
                            for a in (x, g, *extra))
     gamma = np.ascontiguousarray(gamma)
     dx = np.empty_like(rows)
     chunks = -(-len(rows) // LAYERNORM_GRAD_CHUNK)
-    part = np.empty((chunks, 2, rows.shape[1]), np.float64)
+    part = np.empty((chunks, 3, rows.shape[1]), np.float64)
     entry = row_entry(LAYERNORM_GRAD_RESIDUAL if extra else LAYERNORM_GRAD, x.dtype)
     split(entry.job(rows, gamma, grads, *extra, dx, part, LAYERNORM_GRAD_CHUNK, eps), chunks,
           2 * x.size, key=(entry.address, x.shape))
     sums = part.sum(axis=0).astype(x.dtype)
-    return dx.reshape(x.shape), sums[0], sums[1]
+    return dx.reshape(x.shape), *sums[:3 if sum_dx else 2]
 
 
 def scatter_add(xp, upd, idx, base=None, shape=(), into=None):

@@ -143,10 +143,11 @@ class SoftmaxGrad(OpDef):
         return f"Softmax′ (axis {axis})"
 
 
-def layernorm_closed_form(x, gamma, g, eps, residual=None):
+def layernorm_closed_form(x, gamma, g, eps, residual=None, sum_dx=False):
     """LayerNorm's gradient as graph ops, x̂ recomputed from x: (dx, dγ, dβ) with
     dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · gamma (plus ``residual``, when
-    given), and dγ, dβ the sums of g·x̂ and g over the leading axes."""
+    given), and dγ, dβ the sums of g·x̂ and g over the leading axes (and with ``sum_dx``,
+    dx's)."""
     xc = x - tb.mean(x, -1, keepdims=True)
     rstd = tb.rsqrt(tb.mean(xc * xc, -1, keepdims=True) + eps)
     xhat = xc * rstd
@@ -156,7 +157,7 @@ def layernorm_closed_form(x, gamma, g, eps, residual=None):
     if residual is not None:
         dx = residual + dx
     lead = list(range(x.type.rank - 1))
-    return dx, *((tb.sum(v, lead) if lead else v) for v in (g * xhat, g))
+    return dx, *((tb.sum(v, lead) if lead else v) for v in (g * xhat, g, dx)[:3 + sum_dx])
 
 
 @register_op
@@ -167,16 +168,18 @@ class LayernormGrad(OpDef):
 
     With a fourth input, the gradient that reaches x around the norm (a residual
     connection's), dx is that plus LayerNorm's: the add the pass residual_into_norm_grad
-    (-O2) folds in, one write of dx where there were two and a read."""
+    (-O2) folds in, one write of dx where there were two and a read. With ``sum_dx``, a
+    fourth result: dx summed over the leading axes (the bias gradient of the product dx
+    flows back into), which the row loop adds up as it goes."""
 
     fresh_result = True
 
     name = "layernorm_grad"
-    attr_kinds = {"eps": "eps"}
+    attr_kinds = {"eps": "eps", "sum_dx": "bool"}
     signature = ("layernorm_grad(x[..., D], gamma[D], g[..., D], [residual[..., D]], "
-                 "eps=1e-5) -> (dx (+ residual), dγ, dβ)")
+                 "eps=1e-5, sum_dx=False) -> (dx (+ residual), dγ, dβ, [Σ dx])")
 
-    def infer(self, types, eps=1e-5):
+    def infer(self, types, eps=1e-5, sum_dx=False):
         if len(types) not in (3, 4):
             raise ShapeError(f"layernorm_grad takes x, gamma, g and an optional residual, got "
                              f"{len(types)} inputs")
@@ -186,9 +189,9 @@ class LayernormGrad(OpDef):
                 or any(r != x for r in types[3:])):
             raise ShapeError(f"layernorm_grad needs g (and a residual) like x and "
                              f"gamma[{x.shape[-1]}], got {', '.join(map(str, types))}")
-        return [x, gamma, gamma]
+        return [x, gamma, gamma, gamma][:3 + bool(sum_dx)]
 
-    def kernel(self, xp, x, gamma, g, residual=None, eps=1e-5):
+    def kernel(self, xp, x, gamma, g, residual=None, eps=1e-5, sum_dx=False):
         xc = x - x.mean(axis=-1, keepdims=True)
         rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
         xhat = xc * rstd
@@ -196,8 +199,9 @@ class LayernormGrad(OpDef):
         dx = (gh - gh.mean(axis=-1, keepdims=True)
               - xhat * (gh * xhat).mean(axis=-1, keepdims=True)) * rstd
         lead = tuple(range(x.ndim - 1))
-        return (dx if residual is None else residual + dx, (g * xhat).sum(axis=lead),
-                g.sum(axis=lead))
+        dx = dx if residual is None else residual + dx
+        return (dx, (g * xhat).sum(axis=lead), g.sum(axis=lead), dx.sum(axis=lead))[
+            :3 + bool(sum_dx)]
 
     def flops(self, in_shapes, out_shapes, **attrs):
         return 16 * math.prod(in_shapes[0])
@@ -206,16 +210,17 @@ class LayernormGrad(OpDef):
         """The closed form re-emitted as graph ops and differentiated (second derivatives)."""
         from tgraph.autodiff import vjp_of_expansion
 
-        eps = node.attrs.get("eps", 1e-5)
-        return vjp_of_expansion(node, grads,
-                                lambda *xs: layernorm_closed_form(*xs[:3], eps, *xs[3:]))
+        eps, sums = node.attrs.get("eps", 1e-5), bool(node.attrs.get("sum_dx"))
+        return vjp_of_expansion(node, grads, lambda *xs: layernorm_closed_form(
+            *xs[:3], eps, *xs[3:], sum_dx=sums))
 
     def examples(self, rng):
         return [([rng.standard_normal(s) * 2 + 1, rng.standard_normal(s[-1:]),
-                  *rng.standard_normal((inputs - 2, *s))], {"eps": 1e-5})
-                for s, inputs in (((2, 3, 6), 3), ((5,), 3), ((2, 3, 6), 4))]
+                  *rng.standard_normal((inputs - 2, *s))], {"eps": 1e-5, **more})
+                for s, inputs, more in (((2, 3, 6), 3, {}), ((5,), 3, {}), ((2, 3, 6), 4, {}),
+                                        ((2, 3, 6), 4, {"sum_dx": True}))]
 
-    def label(self, eps=1e-5):
+    def label(self, eps=1e-5, sum_dx=False):
         return "LayerNorm′"
 
 

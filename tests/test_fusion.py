@@ -518,8 +518,10 @@ def test_a_float32_gelu_loop_vectorizes_with_its_math_inlined():
 def test_residual_gradients_add_inside_layernorm_grad():
     """A pre-norm block's x gets the gradient around the block plus LayerNorm's dx: at -O2
     the add is LayerNorm's gradient's fourth input (each block's two norms; the final norm
-    has no residual around it). Not where dx has another reader, or where another of the
-    node's results is read before the add (the node would have to move past it)."""
+    has no residual around it), and the sum of dx over the leading axes (the bias gradient
+    of the product before) its fourth result. The add is not folded where dx has another
+    reader, or where another of the node's results is read before the add (the node would
+    have to move past it)."""
     from tgraph.io import copy_graph
     from tgraph.passes.norm import residual_into_norm_grad
 
@@ -528,6 +530,11 @@ def test_residual_gradients_add_inside_layernorm_grad():
     norms = [n for n in fb.nodes if n.op == "layernorm_grad"]
     assert [len(n.inputs) for n in norms].count(4) == 4 and len(norms) == 5
     assert not any(n.op == "add" and any(v.node in norms for v in n.inputs) for n in fb.nodes)
+    # each block's output projection and second product have a bias: dx's sum, in the loop;
+    # the position table's gradient, summed over the batch alone, stays a sum
+    assert sum(bool(n.attrs.get("sum_dx")) for n in norms) == 4
+    assert [n.attrs["axes"] for n in fb.nodes
+            if n.op == "sum" and n.inputs[0].node in norms] == [[0]]
     params, feeds = tg.init_params(g, 5), random_feeds(g, {"B": 2, "T": 8}, 5)
     close(tg.run(fb, feeds, params), tg.run(training_graph(g, "loss", 0), feeds, params), 1e-10)
 
@@ -552,3 +559,28 @@ def test_residual_gradients_add_inside_layernorm_grad():
     assert residual_into_norm_grad(folded) == 1
     assert [n.op for n in folded.validate().nodes] == ["layernorm_grad"]
     close(tg.run(folded, feeds, params), tg.run(plain, feeds, params), 1e-12)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_sum_of_layernorm_grad_dx_is_its_fourth_result(keepdims):
+    """sum(dx) over the leading axes becomes layernorm_grad's sum_dx result, in the sum's
+    shape (kept dims: reshaped), read by every reader of the sum; other sums stay."""
+    from tgraph.io import copy_graph
+    from tgraph.passes.norm import sums_into_norm_grad
+
+    gr = tg.Graph("norm")
+    x, dy = (gr.input(k, (2, 3, 5), "float64") for k in ("x", "dy"))
+    dx, _, _ = tb.apply("layernorm_grad", x, gr.param("gamma", (5,), "float64"), dy)
+    total = tb.sum(dx, [0, 1], keepdims=keepdims)
+    gr.set_output("bias", tb.reshape(total, [5]))
+    gr.set_output("scaled", total * 2.0)
+    gr.set_output("rows", tb.sum(dx, [0]))  # not over every leading axis: stays a sum
+    folded = copy_graph(gr)
+    assert sums_into_norm_grad(folded) == 1
+    norm = [n for n in folded.validate().nodes if n.op == "layernorm_grad"]
+    assert len(norm) == 1 and norm[0].attrs["sum_dx"] and len(norm[0].outputs) == 4
+    assert [n.op for n in folded.nodes].count("sum") == 1
+    rng = np.random.default_rng(4)
+    feeds = {k: rng.standard_normal((2, 3, 5)) for k in ("x", "dy")}
+    params = {"gamma": rng.standard_normal(5)}
+    close(tg.run(folded, feeds, params), tg.run(gr, feeds, params), 1e-12)

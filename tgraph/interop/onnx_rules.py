@@ -195,7 +195,8 @@ def _layernorm_grad(e, n, ins):
 
     if len(ins) == 4:
         dx = e.op("Add", [ins[3], dx])
-    return [dx, over_lead(e.op("Mul", [g, xhat])), over_lead(g)]
+    sums = [over_lead(dx)] if n.attrs.get("sum_dx") else []
+    return [dx, over_lead(e.op("Mul", [g, xhat])), over_lead(g), *sums]
 
 
 def _cross_entropy(e, n, ins):

@@ -9,8 +9,9 @@
          split out, products of one input whose weights are concatenated anyway merged into
          one (merge_projections), transposed products computed
          in their reader's layout, a tied embedding's sparse gradient added onto its dense
-         one, a residual's gradient added inside LayerNorm's (residual_into_norm_grad), and
-         elementwise chains fused into compiled loops (tgraph/codegen)
+         one, a residual's gradient and a bias's summed inside LayerNorm's
+         (residual_into_norm_grad, sums_into_norm_grad), and elementwise chains fused into
+         compiled loops (tgraph/codegen)
 
 ``optimize(graph, level)`` returns the new graph and a report {pass: nodes changed}.
 ``training_graph`` is the forward+backward graph at a level: the forward graph is cleaned
@@ -39,7 +40,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
     from tgraph.passes.fuse import fuse_elementwise
     from tgraph.passes.layout import bias_before_heads, transpose_products
     from tgraph.passes.merge_heads import merge_heads
-    from tgraph.passes.norm import residual_into_norm_grad
+    from tgraph.passes.norm import residual_into_norm_grad, sums_into_norm_grad
     from tgraph.passes.projections import merge_projections
     from tgraph.passes.scatter import scatter_into_sums
     from tgraph.passes.simplify import cse, dce, fold_constants, fold_layout
@@ -70,6 +71,7 @@ def optimize(graph: Graph, level: int = 1, *, in_place: bool = False
         report["fold_layout"] += fold_layout(g)
         report["scatter_into_sums"] = scatter_into_sums(g)
         report["residual_into_norm_grad"] = residual_into_norm_grad(g)
+        report["sums_into_norm_grad"] = sums_into_norm_grad(g)
         report["fuse_elementwise"] = fuse_elementwise(g)
     return g.validate(), report
 
