@@ -257,12 +257,14 @@ def _step(st: Step, fn: Callable, buf: list, out) -> None:
     if out is not None:
         res = st.into.fn(out, *args)
     else:
-        target = next((args[k] for k in st.reuse if _unshared(args[k])), None)
-        res = fn(*args) if target is None else st.into.fn(target, *args)
-    if len(st.outs) == 1:
-        buf[st.outs[0]] = res
+        target = next((args[k] for k in st.reuse if _unshared(args[k])), None) \
+            if st.reuse else None
+        res = st.into.fn(target, *args) if target is not None else fn(*args)
+    outs = st.outs
+    if len(outs) == 1:
+        buf[outs[0]] = res
     else:
-        for s, r in zip(st.outs, res):
+        for s, r in zip(outs, res):
             buf[s] = r
 
 
