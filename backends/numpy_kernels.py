@@ -99,7 +99,7 @@ def layernorm(xp, x, g, b, eps=1e-5, out=None):
 
 
 #: rows whose dγ and dβ parts one kernel call sums (rows.py's LAYERNORM_GRAD)
-LAYERNORM_GRAD_CHUNK = 16
+LAYERNORM_GRAD_CHUNK = 64
 
 
 def layernorm_grad(xp, x, gamma, g, residual=None, eps=1e-5, sum_dx=False):

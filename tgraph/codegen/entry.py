@@ -130,25 +130,54 @@ IMPORTS = textwrap.dedent("""\
 """)
 
 
+#: packings an entry remembers (layouts of its arrays, values of its scalars)
+PACKS_MAX = 256
+
+
 class Entry:
     """A compiled loop's entry point and how its parameters are packed."""
 
     def __init__(self, function, params: list[Param]):
         self.function, self.params = function, params
         self.address = function.address
+        self._packs: dict[tuple, tuple] = {}
 
     def job(self, *values) -> CompiledJob:
         """The loop over ``values`` as a part any thread runs; arrays are checked against
-        their parameter's dtype, rank and layout (a mismatch is a bug in the caller)."""
+        their parameter's dtype, rank and layout (a mismatch is a bug in the caller).
+
+        The packing is remembered by the arrays' layouts and the scalars' values, so a call
+        seen before only writes the arrays' addresses into a copy: the loops of a training
+        step meet the same layouts every step, and packing anew took 10-40 µs a call there
+        (the GEMMs before it had evicted this Python from the caches)."""
+        layout = tuple([(v.shape, v.strides, v.dtype) if isinstance(v, np.ndarray) else v
+                        for v in values])
+        pack = self._packs.get(layout)
+        if pack is None:
+            pack = self._pack(values)
+            if len(self._packs) >= PACKS_MAX:
+                self._packs.clear()
+            self._packs[layout] = pack
+        template, slots = pack
+        args = template.copy()
+        for slot, k in slots:
+            args[slot] = data_address(values[k])
+        return CompiledJob(self.address, args, keep=values)
+
+    def _pack(self, values) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The int64 arguments for ``values`` and, for each array, (its address's slot, its
+        position among the values)."""
         args: list[int] = []
-        for p, v in zip(self.params, values, strict=True):
+        slots = []
+        for k, (p, v) in enumerate(zip(self.params, values, strict=True)):
             if p.kind == "float":
                 args.append(int(np.float64(v).view(np.int64)))
             elif p.kind in ("int", "bool"):
                 args.append(int(v))
             else:
+                slots.append((len(args), k))
                 args += _array_slots(p, v)
-        return CompiledJob(self.address, np.array(args, np.int64), keep=values)
+        return np.array(args, np.int64), slots
 
     def __call__(self, lo: int, hi: int, *values) -> None:
         """Run the loop over lo..hi on this thread."""
