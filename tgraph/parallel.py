@@ -82,7 +82,13 @@ _IDLE, _SAW_POST, _WAKE_CALLER = 0, 1, 2  # what a worker's watch saw
 def cores() -> int:
     """Threads a job splits over: NUMBA_NUM_THREADS if set, else the usable cores."""
     env = os.environ.get("NUMBA_NUM_THREADS")
-    return max(1, int(env)) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    return max(1, int(env)) if env and env.isdigit() else _usable_cores()
+
+
+@functools.cache
+def _usable_cores() -> int:
+    """The cores this process may run on, asked once (a system call; every split asks)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _flag_pointer(context, builder, signature, args):
@@ -236,6 +242,28 @@ def _publish(flags, posted):
 
 
 @njit(nogil=True, cache=True)
+def _post_compiled(flags, address, args, lo, hi):
+    """Post a compiled part: its slots, then the post (_publish); returns the post's
+    number."""
+    flags[_JOB], flags[_ARGS], flags[_LO], flags[_HI] = address, args, lo, hi
+    posted = flags[_POSTED] + 1
+    _store(flags, _POSTED, posted)
+    return posted
+
+
+@njit(nogil=True, cache=True)
+def _own_part(address, lo, hi, args, flags, posted, rounds):
+    """The caller's part lo..hi of a compiled job, then its watch for the worker's part
+    ``posted``: (the caller's part's clock ticks, whether the worker's was done within
+    ``rounds`` reads). One call where the caller's part, its timing and the watch were
+    three, each a few microseconds of Python in a step whose GEMMs have just evicted it."""
+    start = _ticks()
+    _call_job(address, lo, hi, args)
+    own = _ticks() - start
+    return own, _watch(flags, _DONE, posted - 1, rounds)
+
+
+@njit(nogil=True, cache=True)
 def _run_job(address, lo, hi, args):
     _call_job(address, lo, hi, args)
 
@@ -330,21 +358,25 @@ class _Worker:
         self.rounds = max(1, int(SPIN * _rounds_per_second()))
         threading.Thread(target=self._loop, name=f"tgraph-kernel_{index}", daemon=True).start()
 
-    def post(self, job: Callable, lo: int, hi: int) -> None:
+    def post(self, job: Callable, lo: int, hi: int) -> int:
+        """Post part lo..hi of ``job``; returns the post's number."""
         with self.lock:
             if isinstance(job, CompiledJob):
-                self.flags[_JOB:_HI + 1] = job.address, data_address(job.args), lo, hi
+                posted = _post_compiled(self.flags, job.address, data_address(job.args), lo, hi)
             else:
                 self.flags[_JOB], self.part = 0, (job, lo, hi)
-            _publish(self.flags, self.flags[_POSTED] + 1)
+                posted = int(self.flags[_POSTED]) + 1
+                _publish(self.flags, posted)
             if self.asleep:
                 self.asleep = False
                 self.wake.release()
+        return posted
 
-    def join(self) -> None:
-        """Wait for the part posted last; re-raise its error here."""
+    def join(self, done: bool = False) -> None:
+        """Wait for the part posted last (``done``: the caller saw it done already);
+        re-raise its error here."""
         posted = int(self.flags[_POSTED])
-        if not _watch(self.flags, _DONE, posted - 1, self.rounds):
+        if not done and not _watch(self.flags, _DONE, posted - 1, self.rounds):
             if _announce_wait(self.flags, posted):
                 self.finished.acquire()
             self.flags[_WAITING] = 0
@@ -399,6 +431,7 @@ def _after_fork() -> None:  # the child has none of the parent's threads
     global _busy
     _busy = threading.Lock()
     _workers.cache_clear()
+    _usable_cores.cache_clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -429,15 +462,22 @@ def split(job: Callable[[int, int], object], n: int, work: int,
     try:
         helpers = _workers()[:parts - 1]
         bounds = _bounds(n, [1.0, *(w.speed for w in helpers)])
-        for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:]):
-            w.post(job, lo, hi)
-        t0 = time.perf_counter()
-        try:
-            job(bounds[0], bounds[1])
-        finally:
-            own = time.perf_counter() - t0
-            for w in helpers:
-                w.join()
+        posts = [w.post(job, lo, hi) for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:])]
+        rate = _ticks_per_second()
+        if len(helpers) == 1 and isinstance(job, CompiledJob) and rate > 0:
+            (w,) = helpers  # two cores, a compiled job: the caller's part and wait compiled
+            ticks, done = _own_part(job.address, bounds[0], bounds[1], data_address(job.args),
+                                    w.flags, posts[0], w.rounds)
+            own = ticks / rate
+            w.join(done)
+        else:
+            t0 = time.perf_counter()
+            try:
+                job(bounds[0], bounds[1])
+            finally:
+                own = time.perf_counter() - t0
+                for w in helpers:
+                    w.join()
         for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:]):
             _learn(w, (hi - lo) / max(w.elapsed, 1e-9), bounds[1] / max(own, 1e-9),
                    min(own, w.elapsed))
@@ -448,6 +488,8 @@ def split(job: Callable[[int, int], object], n: int, work: int,
 def _bounds(n: int, speeds: list[float]) -> list[int]:
     """Cut 0..n (n ≥ len(speeds)) into parts in proportion to the speeds, each at least one
     unit."""
+    if len(speeds) == 2:  # two cores
+        return [0, min(max(round(n * speeds[0] / (speeds[0] + speeds[1])), 1), n - 1), n]
     total, cuts, ahead = sum(speeds), [0], 0.0
     for i, v in enumerate(speeds[:-1]):
         ahead += v
