@@ -49,7 +49,7 @@ class Reshape(Movement):
         return out
 
     def kernel(self, xp, x, shape):
-        return xp.reshape(x, shape)
+        return x.reshape(shape)  # the method: np.reshape's wrapper took 4× as long
 
     def label(self, shape):
         return "Reshape"
@@ -77,7 +77,7 @@ class Transpose(Movement):
         return t.with_shape([t.shape[p] for p in perm])
 
     def kernel(self, xp, x, perm):
-        return xp.transpose(x, perm)
+        return x.transpose(perm)
 
     def label(self, perm):
         return f"Transpose {tuple(perm)}"
