@@ -103,7 +103,7 @@ LAYERNORM_GRAD_CHUNK = 64
 
 
 def layernorm_grad(xp, x, gamma, g, residual=None, eps=1e-5, sum_dx=False):
-    from tgraph.codegen.rows import LAYERNORM_GRAD, LAYERNORM_GRAD_RESIDUAL, row_entry
+    from tgraph.codegen.rows import LAYERNORM_GRAD, row_entry
 
     extra = () if residual is None else (residual,)
     if (x.dtype.kind != "f" or not x.size or gamma.dtype != x.dtype
@@ -115,9 +115,9 @@ def layernorm_grad(xp, x, gamma, g, residual=None, eps=1e-5, sum_dx=False):
     dx = np.empty_like(rows)
     chunks = -(-len(rows) // LAYERNORM_GRAD_CHUNK)
     part = np.empty((chunks, 3, rows.shape[1]), np.float64)
-    entry = row_entry(LAYERNORM_GRAD_RESIDUAL if extra else LAYERNORM_GRAD, x.dtype)
-    split(entry.job(rows, gamma, grads, *extra, dx, part, LAYERNORM_GRAD_CHUNK, eps), chunks,
-          2 * x.size, key=(entry.address, x.shape))
+    entry = row_entry(LAYERNORM_GRAD, x.dtype)
+    split(entry.job(rows, gamma, grads, extra[0] if extra else rows, bool(extra), dx, part,
+                    LAYERNORM_GRAD_CHUNK, eps), chunks, 2 * x.size, key=(entry.address, x.shape))
     sums = part.sum(axis=0).astype(x.dtype)
     return dx.reshape(x.shape), *sums[:3 if sum_dx else 2]
 
