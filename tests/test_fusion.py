@@ -36,6 +36,7 @@ def close(got: dict, want: dict, rtol: float) -> None:
 
 @pytest.mark.parametrize("model,kw", [
     ("gpt", {**SMALL, "vocab": 11}),
+    ("gpt", {**SMALL, "vocab": 11, "norm": "pre"}),  # the residual's add in LayerNorm′
     ("bert", {**SMALL, "vocab": 11}),
     ("transformer", {**SMALL, "vocab": 11, "n_enc_layers": 1, "n_dec_layers": 1}),
 ])
