@@ -15,31 +15,24 @@ from __future__ import annotations
 from tgraph import builder as tb
 from tgraph.ir import Graph, Node
 from tgraph.ops.reduce import reduced_axes
+from tgraph.passes.simplify import adds_taking
 
 
 def residual_into_norm_grad(graph: Graph) -> int:
     """Rewrite ``graph`` in place; returns how many adds were folded in."""
     users = graph.users()
-    outputs = set(map(id, graph.outputs.values()))
     position = {n: i for i, n in enumerate(graph.nodes)}
     moved: dict[Node, Node] = {}  # add -> the layernorm_grad that takes its place
-    for n in graph.nodes:
-        if n.op != "add":
+    for n, dx, residual in adds_taking(graph, "layernorm_grad"):
+        norm = dx.node
+        if (n in moved or len(norm.inputs) != 3 or dx is not norm.outputs[0]
+                or norm in moved.values()):
             continue
-        for k in (0, 1):
-            dx, residual = n.inputs[k], n.inputs[1 - k]
-            norm = dx.node
-            if (norm is None or norm.op != "layernorm_grad" or len(norm.inputs) != 3
-                    or dx is not norm.outputs[0] or users[dx] != [n] or id(dx) in outputs
-                    or residual.type != dx.type or norm in moved.values()):
-                continue
-            # the node moves to the add's place: none of its other results may be read
-            # before there
-            if any(position[u] < position[n] for v in norm.outputs[1:] for u in users[v]):
-                continue
-            norm.inputs = [*norm.inputs, residual]
-            moved[n] = norm
-            break
+        # the node moves to the add's place: none of its other results may be read before
+        if any(position[u] < position[n] for v in norm.outputs[1:] for u in users[v]):
+            continue
+        norm.inputs = [*norm.inputs, residual]
+        moved[n] = norm
     if not moved:
         return 0
     replaced = {add.output: norm.outputs[0] for add, norm in moved.items()}

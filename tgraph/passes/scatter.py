@@ -11,25 +11,17 @@ when it dies there (the executor's in-place write).
 from __future__ import annotations
 
 from tgraph.ir import Graph
-from tgraph.passes.simplify import dce
+from tgraph.passes.simplify import adds_taking, dce
 
 
 def scatter_into_sums(graph: Graph) -> int:
     """Rewrite ``graph`` in place; returns how many sums took their scatter in."""
-    users = graph.users()
-    outputs = set(map(id, graph.outputs.values()))
     folded = 0
-    for n in graph.nodes:
-        if n.op != "add":
-            continue
-        for k in (0, 1):
-            s, base = n.inputs[k], n.inputs[1 - k]
+    for n, s, base in adds_taking(graph, "scatter_add"):
+        if n.op == "add" and len(s.node.inputs) == 2:  # (not folded with its other operand)
             src = s.node
-            if (src is not None and src.op == "scatter_add" and len(src.inputs) == 2
-                    and users[s] == [n] and id(s) not in outputs and base.type == s.type):
-                n.op, n.inputs, n.attrs = "scatter_add", [*src.inputs, base], dict(src.attrs)
-                folded += 1
-                break
+            n.op, n.inputs, n.attrs = "scatter_add", [*src.inputs, base], dict(src.attrs)
+            folded += 1
     if folded:
         dce(graph)
     return folded

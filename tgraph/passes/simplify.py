@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -21,6 +22,22 @@ def dce(graph: Graph) -> int:
     graph.nodes = kept[::-1]
     graph.consts = [c for c in graph.consts if id(c) in needed]
     return removed
+
+
+def adds_taking(graph: Graph, op: str) -> Iterator[tuple[Node, Value, Value]]:
+    """(add, operand, other operand) for each operand of an add that an ``op`` node makes
+    and only that add reads, not an output of the graph, of the other operand's type: an
+    add the ``op`` node could do itself (both operands of an add may be offered)."""
+    users = graph.users()
+    outputs = set(map(id, graph.outputs.values()))
+    for n in list(graph.nodes):
+        if n.op != "add":
+            continue
+        for k in (0, 1):
+            v, other = n.inputs[k], n.inputs[1 - k]
+            if (v.node is not None and v.node.op == op and users[v] == [n]
+                    and id(v) not in outputs and other.type == v.type):
+                yield n, v, other
 
 
 def replace_values(graph: Graph, same: dict[Value, Value]) -> None:
