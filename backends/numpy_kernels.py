@@ -98,7 +98,7 @@ def layernorm(xp, x, g, b, eps=1e-5, out=None):
     return _result(out, dst, x.shape)
 
 
-#: rows whose dγ and dβ parts one kernel call sums (rows.py's LAYERNORM_GRAD)
+#: rows whose dγ, dβ and Σdx parts one kernel call sums (rows.py's LAYERNORM_GRAD)
 LAYERNORM_GRAD_CHUNK = 64
 
 

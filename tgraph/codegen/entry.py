@@ -154,7 +154,7 @@ class Entry:
                         for v in values])
         pack = self._packs.get(layout)
         if pack is None:
-            pack = self._pack(values)
+            pack = self.pack(values)
             if len(self._packs) >= PACKS_MAX:
                 self._packs.clear()
             self._packs[layout] = pack
@@ -164,7 +164,7 @@ class Entry:
             args[slot] = data_address(values[k])
         return CompiledJob(self.address, args, keep=values)
 
-    def _pack(self, values) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def pack(self, values) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """The int64 arguments for ``values`` and, for each array, (its address's slot, its
         position among the values)."""
         args: list[int] = []

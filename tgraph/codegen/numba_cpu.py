@@ -374,7 +374,7 @@ class FusedKernel:
         packed = [*given, *outs]
         if all(data_address(v) == data_address(w) for v, w in zip(args, packed)) and all(
                 a is b for a, b in zip(arrays, given)):
-            template, slots = entry._pack((n, *args))
+            template, slots = entry.pack((n, *args))
             if len(self._calls) >= CALLS_MAX:
                 self._calls.clear()
             self._calls[key] = (entry, template, [(at, k - 1) for at, k in slots],
