@@ -365,13 +365,33 @@ def test_cold_kernels_are_shared_by_estimated_compile_time():
     ops = ["matmul", "fused", "attention_grad", "layernorm", "fused", "concat", "attention",
            "cross_entropy", "fused", "layernorm_grad", "fused", "cross_entropy_grad"]
     nodes = [SimpleNamespace(op=op) for op in ops]
-    mine, theirs = ahead._shares(nodes)
+    mine, theirs = ahead._shares([[n] for n in nodes])
     assert sorted(map(id, mine + theirs)) == sorted(map(id, nodes))
     assert mine[0].op == "attention" and theirs[0].op == "attention_grad"
     ends = [sum(ahead.COST.get(n.op, 0.0) for n in mine),
             ahead.HELPER_START_S + sum(ahead.COST.get(n.op, 0.0) for n in theirs)]
     assert abs(ends[0] - ends[1]) <= max(ahead.COST[op] for op in ops[1:] if op in ahead.COST
                                          and op not in ("attention", "attention_grad"))
+
+
+def test_nodes_compiling_one_kernel_go_to_one_process():
+    """A training graph's variants of LayerNorm's gradient (with and without the residual
+    and the sum of dx) compile one loop, and so do fused nodes of one canonical form: each
+    such group lands whole in one share, so no loop is compiled by both processes."""
+    from tgraph.codegen import ahead
+
+    g = build_model("gpt", loss=True, vocab=11, **SMALL)
+    fb = training_graph(g, "loss", 2)
+    grads = [n for n in fb.nodes if n.op == "layernorm_grad"]
+    assert len({(len(n.inputs), n.attrs.get("sum_dx")) for n in grads}) > 1
+    assert len({ahead._compiles(n) for n in grads}) == 1
+    groups: dict = {}
+    for n in fb.nodes:
+        groups.setdefault(ahead._compiles(n), []).append(n)
+    mine, theirs = ahead._shares(list(groups.values()))
+    assert len(mine) + len(theirs) == len(fb.nodes)
+    for share, other in ((mine, theirs), (theirs, mine)):
+        assert not {ahead._compiles(n) for n in share} & {ahead._compiles(n) for n in other}
 
 
 @pytest.mark.parametrize("heads", ["batched", "split"])

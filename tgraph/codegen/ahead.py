@@ -5,7 +5,7 @@ gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one
 fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compiles at once
 each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x.
 The kernels are shared out by rough compile times (COST), longest first, each to the
-process that would finish sooner. When at least ``MIN_COLD`` fused loops are missing from
+process that would finish sooner, nodes that compile one loop (``_compiles``) together. When at least ``MIN_COLD`` fused loops are missing from
 the cache, the helper's share is sent to a fresh ``python -m tgraph.codegen.ahead``, which
 compiles it into the same disk cache while this process compiles the rest; this process
 then only loads the helper's share. The helper
@@ -40,21 +40,24 @@ def compile_ahead(backend, nodes) -> None:
     from tgraph.ops.registry import get_op
     from tgraph.parallel import cores
 
-    jobs: dict[str, object] = {}
-    cold = 0
+    groups: dict[object, list] = {}  # what one compile builds -> distinct nodes needing it
+    specs, cold = set(), 0
     for n in nodes:
         if n.op != "fused" and n.op not in backend.kernels:
             continue
-        key = json.dumps(_spec(n), sort_keys=True)
+        spec = json.dumps(_spec(n), sort_keys=True)
         symbolic = any(isinstance(d, str) for k in get_op(n.op).shape_attrs
                        for d in (n.attrs.get(k) or ()))
-        if key in jobs or symbolic:  # symbolic shape attrs: compiled on the first run
+        if spec in specs or symbolic:  # symbolic shape attrs: compiled on the first run
             continue
-        jobs[key] = n
-        cold += n.op == "fused" and not FusedKernel(n).cached()
+        specs.add(spec)
+        key = _compiles(n)
+        if key not in groups:
+            cold += n.op == "fused" and not FusedKernel(n).cached()
+        groups.setdefault(key, []).append(n)
     if cold < MIN_COLD or cores() < 2:
         return
-    mine, theirs = _shares(list(jobs.values()))
+    mine, theirs = _shares(list(groups.values()))
     try:
         helper = subprocess.Popen([sys.executable, "-m", "tgraph.codegen.ahead"],
                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -73,14 +76,28 @@ def compile_ahead(backend, nodes) -> None:
             helper.wait()
 
 
-def _shares(nodes: list) -> tuple[list, list]:
-    """(this process's kernels, the helper's): the longest first, each to the process that
-    would finish its share sooner (the helper starting HELPER_START_S behind)."""
+def _compiles(node) -> object:
+    """What compiling ``node``'s kernel builds: a fused loop's canonical form; for any other
+    op its op and dtypes alone, since a row kernel's attrs (and LayerNorm's gradient's
+    optional residual) are parameters of one loop. Nodes alike here go to one process, which
+    compiles once what two would have compiled twice (gpt2-small's three variants of
+    LayerNorm's gradient: one 0.5 s loop)."""
+    from tgraph.codegen.numba_cpu import FusedKernel
+
+    if node.op == "fused":
+        return FusedKernel(node).key()
+    return node.op, node.inputs[0].dtype if node.inputs else None
+
+
+def _shares(groups: list[list]) -> tuple[list, list]:
+    """(this process's kernels, the helper's) from groups of nodes that compile one kernel:
+    the longest first, each group to the process that would finish its share sooner (the
+    helper starting HELPER_START_S behind)."""
     loads, shares = [0.0, HELPER_START_S], ([], [])
-    for n in sorted(nodes, key=lambda n: -COST.get(n.op, 0.0)):
+    for group in sorted(groups, key=lambda g: -COST.get(g[0].op, 0.0)):
         side = 0 if loads[0] <= loads[1] else 1
-        loads[side] += COST.get(n.op, 0.0)
-        shares[side].append(n)
+        loads[side] += COST.get(group[0].op, 0.0)
+        shares[side].extend(group)
     return shares
 
 

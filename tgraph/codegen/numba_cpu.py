@@ -303,9 +303,13 @@ class FusedKernel:
         shape = tuple(self.node.outputs[0].shape)
         return "".join(static_kind(tuple(v.shape), shape) for v in self.node.inputs)
 
+    def key(self) -> str:
+        """The canonical form of that loop: its module's name and cache key."""
+        return canonical(self.attrs, self.static_kinds(), self.ndim, self.mode, self.names)
+
     def cached(self) -> bool:
         """Whether that loop's module is in the disk cache already."""
-        key = canonical(self.attrs, self.static_kinds(), self.ndim, self.mode, self.names)
+        key = self.key()
         return key in _LOADED or source_path(key).exists()
 
     def preload(self) -> None:
