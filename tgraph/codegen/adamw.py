@@ -14,8 +14,8 @@ import functools
 
 import numpy as np
 
-from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source
-from tgraph.codegen.numba_cpu import load_source
+from tgraph.codegen.entry import Entry
+from tgraph.codegen.numba_cpu import entry_module, load_entry
 from tgraph.parallel import split
 
 KERNEL = """def kernel(i0, i1, p: "F 1d", g: "F 1d", m: "F 1d", v: "F 1d", lr: float, b1: float,
@@ -33,10 +33,8 @@ KERNEL = """def kernel(i0, i1, p: "F 1d", g: "F 1d", m: "F 1d", v: "F 1d", lr: f
 
 @functools.cache
 def _entry(dtype: np.dtype) -> Entry:
-    text, params = entry_source(KERNEL, dtype,
-                                f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy')")
-    text = f"import math\nimport numpy as np\n{IMPORTS}\n\n{text}"
-    return Entry(load_source(text, lambda: text).entry, params)
+    module = entry_module(KERNEL, dtype, "import math\nimport numpy as np\n")
+    return load_entry(module[0], module)
 
 
 def usable(*arrays) -> bool:

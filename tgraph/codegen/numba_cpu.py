@@ -170,11 +170,26 @@ def _module(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]
     # reassoc vectorizes a row sum; elsewhere it could reorder vecmath32's exact steps
     flags = ('{"contract", "nsz", "arcp"' + (', "reassoc"}' if reduces else "}")
              if mode != "libm" else '{"contract"}')
-    text, params = entry_source(kernel_source(attrs, kinds, ndim, mode, dtypes), None,
-                                f"@cfunc({ENTRY_SIGNATURE}, cache=True, error_model='numpy', "
-                                f"fastmath={flags})")
-    return (f"import numpy as np\nimport {MATH_MODULES[mode][0]} as math\n{IMPORTS}\n\n{text}",
-            params)
+    return entry_module(kernel_source(attrs, kinds, ndim, mode, dtypes), None,
+                        f"import numpy as np\nimport {MATH_MODULES[mode][0]} as math\n", flags)
+
+
+def entry_module(body: str, dtype, header: str, flags: str | None = None, imports: str = ""
+                 ) -> tuple[str, list[Param]]:
+    """The text of the module whose ``entry`` is the kernel ``body`` (entry.py) compiled as
+    a C entry point with these fastmath ``flags``, after ``header`` and then ``imports`` (of
+    the compiled functions it calls), and the parameters the entry packs: the one way every
+    generated loop (fused chains, row kernels, attention, AdamW) is written."""
+    fastmath = f", fastmath={flags}" if flags else ""
+    text, params = entry_source(body, dtype, f"@cfunc({ENTRY_SIGNATURE}, cache=True, "
+                                             f"error_model='numpy'{fastmath})")
+    return f"{header}{IMPORTS}{imports}\n\n{text}", params
+
+
+def load_entry(key: str, module: tuple[str, list[Param]]) -> Entry:
+    """The entry of ``entry_module``'s module, cached by ``key``."""
+    text, params = module
+    return Entry(load_source(key, lambda: text).entry, params)
 
 
 def kernel_source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
@@ -244,9 +259,8 @@ def _literal(a: dict) -> str:
 
 def load(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> Entry:
     """The compiled loop for a body read as ``kinds``."""
-    text, params = _module(attrs, kinds, ndim, mode, dtypes)
-    return Entry(load_source(canonical(attrs, kinds, ndim, mode, dtypes), lambda: text).entry,
-                 params)
+    return load_entry(canonical(attrs, kinds, ndim, mode, dtypes),
+                      _module(attrs, kinds, ndim, mode, dtypes))
 
 
 def source_path(key: str) -> Path:

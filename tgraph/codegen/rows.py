@@ -25,8 +25,14 @@ import textwrap
 
 import numpy as np
 
-from tgraph.codegen.entry import ENTRY_SIGNATURE, IMPORTS, Entry, entry_source
-from tgraph.codegen.numba_cpu import _VECMATH_VERSION, MATH_MODULES, load_source
+from tgraph.codegen.entry import Entry
+from tgraph.codegen.numba_cpu import (
+    _VECMATH_VERSION,
+    MATH_MODULES,
+    entry_module,
+    load_entry,
+    load_source,
+)
 
 _HEADER = """import numpy as np
 {math}
@@ -261,7 +267,5 @@ def row_entry(body: str, dtype: np.dtype, imports: str = "") -> Entry:
     """The loop as a C entry point (entry.py), for ``split`` to run on any thread;
     ``imports``: lines that bring in the compiled functions it calls."""
     header, flags, versions = _header(dtype)
-    source, params = entry_source(body, dtype, f"@cfunc({ENTRY_SIGNATURE}, cache=True, "
-                                               f"error_model='numpy', fastmath={flags})")
-    text = f"{header}{IMPORTS}{imports}\n\n{source}"
-    return Entry(load_source(f"{text}\n{versions}", lambda: text).entry, params)
+    module = entry_module(body, dtype, header, flags, imports)
+    return load_entry(f"{module[0]}\n{versions}", module)
