@@ -5,12 +5,13 @@ gpt2-small's -O2 forward+backward with an empty kernel cache takes ~3.9 s on one
 fused loops, 0.1-0.4 s each, and the row kernels: attention's 1.0 s). Two compiles at once
 each run slower (attention's 1.9 s beside the helper's), so two cores give ~1.3x, not 2x.
 The kernels are shared out by rough compile times (COST), longest first, each to the
-process that would finish sooner, nodes that compile one loop (``_compiles``) together. When at least ``MIN_COLD`` fused loops are missing from
-the cache, the helper's share is sent to a fresh ``python -m tgraph.codegen.ahead``, which
-compiles it into the same disk cache while this process compiles the rest; this process
-then only loads the helper's share. The helper
-gets node types and attrs as JSON on its stdin (what this process already checked), and
-nothing depends on it: a kernel it did not write is compiled here as usual.
+process that would finish sooner, nodes that compile one loop (``_compiles``) together.
+When at least ``MIN_COLD`` fused loops are missing from the cache, the helper's share is
+sent to a fresh ``python -m tgraph.codegen.ahead``, which compiles it into the same disk
+cache while this process compiles the rest; this process then only loads the helper's
+share. The helper gets node types and attrs as JSON on its stdin (what this process
+already checked), and nothing depends on it: a kernel it did not write is compiled here
+as usual.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def compile_ahead(backend, nodes) -> None:
 
 def _compiles(node) -> object:
     """What compiling ``node``'s kernel builds: a fused loop's canonical form; for any other
-    op its op and dtypes alone, since a row kernel's attrs (and LayerNorm's gradient's
+    op its op and its first input's dtype alone, since a row kernel's attrs (and LayerNorm's gradient's
     optional residual) are parameters of one loop. Nodes alike here go to one process, which
     compiles once what two would have compiled twice (gpt2-small's three variants of
     LayerNorm's gradient: one 0.5 s loop)."""
