@@ -33,8 +33,7 @@ KERNEL = """def kernel(i0, i1, p: "F 1d", g: "F 1d", m: "F 1d", v: "F 1d", lr: f
 
 @functools.cache
 def _entry(dtype: np.dtype) -> Entry:
-    module = entry_module(KERNEL, dtype, "import math\nimport numpy as np\n")
-    return load_entry(module[0], module)
+    return load_entry(entry_module(KERNEL, dtype, "import math\nimport numpy as np\n"))
 
 
 def usable(*arrays) -> bool:

@@ -37,7 +37,7 @@ HELPER_START_S = 0.6
 def compile_ahead(backend, nodes) -> None:
     """Compile (into the memo and the disk cache) the kernels ``backend.prepare`` would,
     split over this process and a helper, when enough of them are cold."""
-    from tgraph.codegen.numba_cpu import FusedKernel
+    from tgraph.codegen.numba_cpu import is_cached
     from tgraph.ops.registry import get_op
     from tgraph.parallel import cores
 
@@ -54,7 +54,7 @@ def compile_ahead(backend, nodes) -> None:
         specs.add(spec)
         key = _compiles(n)
         if key not in groups:
-            cold += n.op == "fused" and not FusedKernel(n).cached()
+            cold += n.op == "fused" and not is_cached(key)
         groups.setdefault(key, []).append(n)
     if cold < MIN_COLD or cores() < 2:
         return
@@ -78,11 +78,11 @@ def compile_ahead(backend, nodes) -> None:
 
 
 def _compiles(node) -> object:
-    """What compiling ``node``'s kernel builds: a fused loop's canonical form; for any other
-    op its op and its first input's dtype alone, since a row kernel's attrs (and LayerNorm's gradient's
-    optional residual) are parameters of one loop. Nodes alike here go to one process, which
-    compiles once what two would have compiled twice (gpt2-small's three variants of
-    LayerNorm's gradient: one 0.5 s loop)."""
+    """What compiling ``node``'s kernel builds: a fused loop's canonical form (its cache
+    key); for any other op its op and its first input's dtype alone, since a row kernel's
+    attrs (and LayerNorm's gradient's optional residual) are parameters of one loop. Nodes
+    alike here go to one process, which compiles once what two would have compiled twice
+    (gpt2-small's three variants of LayerNorm's gradient: one 0.5 s loop)."""
     from tgraph.codegen.numba_cpu import FusedKernel
 
     if node.op == "fused":

@@ -186,10 +186,10 @@ def entry_module(body: str, dtype, header: str, flags: str | None = None, import
     return f"{header}{IMPORTS}{imports}\n\n{text}", params
 
 
-def load_entry(key: str, module: tuple[str, list[Param]]) -> Entry:
-    """The entry of ``entry_module``'s module, cached by ``key``."""
+def load_entry(module: tuple[str, list[Param]], key: str | None = None) -> Entry:
+    """The entry of ``entry_module``'s module, cached by ``key`` (by default its text)."""
     text, params = module
-    return Entry(load_source(key, lambda: text).entry, params)
+    return Entry(load_source(text if key is None else key, lambda: text).entry, params)
 
 
 def kernel_source(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> str:
@@ -259,13 +259,18 @@ def _literal(a: dict) -> str:
 
 def load(attrs: dict, kinds: str, ndim: int, mode: str, dtypes: list[str]) -> Entry:
     """The compiled loop for a body read as ``kinds``."""
-    return load_entry(canonical(attrs, kinds, ndim, mode, dtypes),
-                      _module(attrs, kinds, ndim, mode, dtypes))
+    return load_entry(_module(attrs, kinds, ndim, mode, dtypes),
+                      canonical(attrs, kinds, ndim, mode, dtypes))
 
 
 def source_path(key: str) -> Path:
     """Where the module of the kernel keyed by ``key`` is written (and Numba's cache)."""
     return cache_dir() / f"fused_{hashlib.sha256(key.encode()).hexdigest()[:24]}.py"
+
+
+def is_cached(key: str) -> bool:
+    """Whether the module keyed by ``key`` is loaded here or in the disk cache already."""
+    return key in _LOADED or source_path(key).exists()
 
 
 def load_source(key: str, make_source) -> object:
@@ -323,8 +328,7 @@ class FusedKernel:
 
     def cached(self) -> bool:
         """Whether that loop's module is in the disk cache already."""
-        key = self.key()
-        return key in _LOADED or source_path(key).exists()
+        return is_cached(self.key())
 
     def preload(self) -> None:
         """Compile (or load from the disk cache) the loop for the way the node's types say

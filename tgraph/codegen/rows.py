@@ -267,5 +267,5 @@ def row_entry(body: str, dtype: np.dtype, imports: str = "") -> Entry:
     """The loop as a C entry point (entry.py), for ``split`` to run on any thread;
     ``imports``: lines that bring in the compiled functions it calls."""
     header, flags, versions = _header(dtype)
-    module = entry_module(body, dtype, header, flags, imports)
-    return load_entry(f"{module[0]}\n{versions}", module)
+    text, params = entry_module(body, dtype, header, flags, imports)
+    return load_entry((text, params), f"{text}\n{versions}")
