@@ -374,10 +374,13 @@ def test_gemm_split_over_cores_gives_the_serial_bits(monkeypatch):
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((4, 128, 256)).astype(np.float32)
+    wide = rng.standard_normal((128, 1024)).astype(np.float32)
     cases = [(x, rng.standard_normal((256, 512)).astype(np.float32)),  # split by rows
              (x[0, :40], rng.standard_normal((256, 3000)).astype(np.float32)),  # by columns
              (x, x.swapaxes(-1, -2)),  # a batch
-             (x[:1], x[:1].swapaxes(-1, -2))]  # a batch of one big product: split itself
+             (x[:1], x[:1].swapaxes(-1, -2)),  # a batch of one big product: split itself
+             # K = 1024 and 256 columns: oneDNN's bits change with parts under ~112 columns
+             (wide, rng.standard_normal((256, 1024)).astype(np.float32).T)]
     worker = parallel._workers()[0]
     for a, b in cases:
         assert a.shape[-2] * a.shape[-1] * b.shape[-1] >= gemm.SPLIT_MIN
@@ -413,12 +416,22 @@ def test_gemm_remembers_its_split_by_layout_not_by_values():
         np.testing.assert_array_equal(out, again)
 
 
-@pytest.mark.parametrize("choice", ["", "openblas", "mkl"])
+def _installed(dist: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("choice", ["", "openblas", "mkl", "onednn"])
 def test_each_blas_gives_products_within_the_dot_product_bound(choice):
-    """MKL on an Intel CPU when the ``mkl`` package is installed, SciPy's OpenBLAS on other
-    CPUs or without it; TGRAPH_BLAS overrides: both bound to the same symbols, in a fresh
-    process each (the binding is once per process), each within γ_K·|a|·|b| of float64
-    products."""
+    """MKL on an Intel CPU when the ``mkl`` package is installed, oneDNN's float32 GEMM on
+    another CPU with AVX-512 when ``onednn-cpu-gomp`` is, NumPy's OpenBLAS otherwise;
+    TGRAPH_BLAS overrides. In a fresh process each (the binding is once per process), each
+    within γ_K·|a|·|b| of float64 products."""
     import subprocess
     import sys
 
@@ -433,24 +446,43 @@ for dtype, u in ((np.float32, 2.0**-24), (np.float64, 2.0**-53)):
     got = gemm.matmul(a, b.T.copy().T)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     assert np.all(np.abs(got - a64 @ b64) <= 71 * u * (np.abs(a64) @ np.abs(b64)))
-print(blas.bind().name)
+print(blas.bind().name, bool(blas.bind().rows_sgemm))
 """
     env = {**os.environ, "TGRAPH_BLAS": choice}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     wanted = choice or blas.preferred()
-    assert res.stdout.split()[-1] == ("mkl" if _installed("mkl") and wanted == "mkl"
-                                      else "openblas")
+    assert res.stdout.split()[-2:] == [
+        "mkl" if _installed("mkl") and wanted == "mkl" else "openblas",
+        str(wanted == "onednn" and _installed("onednn-cpu-gomp"))]
 
 
-def _installed(dist: str) -> bool:
-    import importlib.metadata
+@pytest.mark.skipif(not _installed("onednn-cpu-gomp"), reason="onednn-cpu-gomp not installed")
+def test_onednn_gemms_start_no_openmp_threads():
+    """oneDNN runs its GEMM on an OpenMP team as wide as the calling thread's OpenMP count
+    (the cores, by default): each part sets it to one, so a split GEMM runs on tgraph's two
+    threads and no team of OpenMP threads appears beside them; and it puts the count back,
+    which a library sharing the runtime (PyTorch) set for its own work."""
+    import subprocess
+    import sys
 
-    try:
-        importlib.metadata.distribution(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
+    code = """
+import ctypes, os, numpy as np
+from tgraph.codegen import blas, gemm
+assert blas.bind().rows_sgemm
+omp = ctypes.CDLL("libgomp.so.1")
+omp.omp_set_num_threads(3)
+a, b = np.ones((1024, 512), np.float32), np.ones((512, 1024), np.float32)
+gemm.matmul(a.astype(np.float64), b.astype(np.float64))  # tgraph's worker, by OpenBLAS
+before = set(os.listdir("/proc/self/task"))
+for _ in range(3):
+    assert (gemm.matmul(a, b) == 512).all()
+print(len(set(os.listdir("/proc/self/task")) - before), omp.omp_get_max_threads())
+"""
+    env = {**os.environ, "TGRAPH_BLAS": "onednn", "NUMBA_NUM_THREADS": "2"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-2:] == ["0", "3"]
 
 
 def test_one_thread_pins_the_blas_until_its_last_user_leaves():

@@ -438,13 +438,14 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def split(job: Callable[[int, int], object], n: int, work: int,
-          min_work: int = PARALLEL_MIN, key=None) -> None:
+          min_work: int = PARALLEL_MIN, key=None, least: int = 1) -> None:
     """``job(start, stop)`` over 0..n in one part per core (one part when ``work``, the
-    elements touched or the kernel's own unit, is below ``min_work``). ``key`` (hashable:
-    the compiled loop's address and the shape, say) names a job whose cost ``work`` does
-    not tell: its first ALONE_RUNS runs go whole on the calling thread, timed,
-    and it is split from then on only if the fastest took WORTH_SPLITTING or more."""
-    parts = min(cores() if work >= min_work else 1, max(n, 1))
+    elements touched or the kernel's own unit, is below ``min_work``), each part ``least``
+    units or more. ``key`` (hashable: the compiled loop's address and the shape, say) names
+    a job whose cost ``work`` does not tell: its first ALONE_RUNS runs go whole on the
+    calling thread, timed, and it is split from then on only if the fastest took
+    WORTH_SPLITTING or more."""
+    parts = min(cores() if work >= min_work else 1, max(n // least, 1))
     if parts > 1 and key is not None:
         runs, fastest = _alone.get(key, (0, math.inf))
         if runs < ALONE_RUNS:
@@ -461,7 +462,7 @@ def split(job: Callable[[int, int], object], n: int, work: int,
         return
     try:
         helpers = _workers()[:parts - 1]
-        bounds = _bounds(n, [1.0, *(w.speed for w in helpers)])
+        bounds = _bounds(n, [1.0, *(w.speed for w in helpers)], least)
         posts = [w.post(job, lo, hi) for w, lo, hi in zip(helpers, bounds[1:-1], bounds[2:])]
         rate = _ticks_per_second()
         if len(helpers) == 1 and isinstance(job, CompiledJob) and rate > 0:
@@ -485,16 +486,17 @@ def split(job: Callable[[int, int], object], n: int, work: int,
         _busy.release()
 
 
-def _bounds(n: int, speeds: list[float]) -> list[int]:
-    """Cut 0..n (n ≥ len(speeds)) into parts in proportion to the speeds, each at least one
-    unit."""
+def _bounds(n: int, speeds: list[float], least: int = 1) -> list[int]:
+    """Cut 0..n (n ≥ least·len(speeds)) into parts in proportion to the speeds, each at
+    least ``least`` units."""
     if len(speeds) == 2:  # two cores
-        return [0, min(max(round(n * speeds[0] / (speeds[0] + speeds[1])), 1), n - 1), n]
+        cut = round(n * speeds[0] / (speeds[0] + speeds[1]))
+        return [0, min(max(cut, least), n - least), n]
     total, cuts, ahead = sum(speeds), [0], 0.0
     for i, v in enumerate(speeds[:-1]):
         ahead += v
-        later = len(speeds) - 1 - i  # parts after this cut, one unit each at least
-        cuts.append(min(max(round(n * ahead / total), cuts[-1] + 1), n - later))
+        later = len(speeds) - 1 - i  # parts after this cut, ``least`` units each at least
+        cuts.append(min(max(round(n * ahead / total), cuts[-1] + least), n - later * least))
     return [*cuts, n]
 
 

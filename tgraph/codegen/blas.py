@@ -1,6 +1,17 @@
 """The BLAS behind every GEMM tgraph runs on the CPU: on an Intel CPU, Intel MKL when the
 ``mkl`` package is installed (``pip install tgraph[mkl]``); elsewhere, or without it, the
-OpenBLAS NumPy's wheel bundles (``scipy_openblas64``).
+OpenBLAS NumPy's wheel bundles (``scipy_openblas64``). On a CPU with AVX-512 that is not
+Intel's, float32 GEMMs go to oneDNN's ``dnnl_sgemm`` when ``onednn-cpu-gomp`` is installed
+(``pip install tgraph[onednn]``), float64 ones still to OpenBLAS.
+
+Why oneDNN there: its AVX-512 SGEMM is chosen by the CPU's instructions, not its vendor,
+and on a 2-core AMD EPYC (Zen 4) it ran tgraph's two-core split of gpt2-small's products
+at 203-225 GFLOP/s where OpenBLAS's ran at 164-191 (and JAX's XLA at 187-205): [128, 768]
+·[768, 3072] 203 against 164, the tied head [128, 768]·[768, 50257] 205 against 162 (2026-12-07,
+benchmarks/RESULTS.md). It takes OpenMP's thread count of the calling thread, so each call
+sets it to one and puts it back (gemm.py). Its blocking of the dot products changes when it
+is given fewer than ~112 rows or columns, so a split never gives it a part that narrow
+(``gemm._ROWS_LEAST``): the bits do not depend on where a split cuts.
 
 Why NumPy's OpenBLAS and not SciPy's: NumPy's wheel carries a newer one (0.3.31 against
 SciPy's 0.3.30 here), whose single-core SGEMM is 10-37 % faster on the short products of a
@@ -30,23 +41,29 @@ such loop is loaded.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import importlib.metadata
 import os
 import threading
-from dataclasses import dataclass
 
 from llvmlite import binding
 
 _MKL_THREADING_SEQUENTIAL = 1
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Blas:
     name: str  # "mkl" or "openblas"
     sgemm: int  # addresses of the Fortran-convention ?gemm
     dgemm: int
     set_threads: object | None  # OpenBLAS's thread count (set, get), None for MKL
+    #: oneDNN's row-major float32 GEMM (``dnnl_sgemm``), and its OpenMP runtime's
+    #: ``omp_set_num_threads`` and ``omp_get_max_threads``, by address; 0 when float32 GEMMs
+    #: go through ``sgemm``
+    rows_sgemm: int = 0
+    omp_set: int = 0
+    omp_get: int = 0
 
 
 @functools.cache
@@ -56,20 +73,43 @@ def bind() -> Blas | None:
     choice = os.environ.get("TGRAPH_BLAS", "").lower() or preferred()
     first, second = (_mkl, _numpy_openblas) if choice == "mkl" else (_numpy_openblas, _mkl)
     blas = first() or second()
-    if blas is not None:
-        binding.add_symbol("tgraph_sgemm", blas.sgemm)
-        binding.add_symbol("tgraph_dgemm", blas.dgemm)
-    return blas
+    if blas is None:
+        return None
+    binding.add_symbol("tgraph_sgemm", blas.sgemm)
+    binding.add_symbol("tgraph_dgemm", blas.dgemm)
+    onednn = _onednn() if choice == "onednn" else None
+    return blas if onednn is None else dataclasses.replace(blas, **onednn)
 
 
 def preferred() -> str:
-    """"mkl" on an Intel CPU, "openblas" on any other (see the module's docstring)."""
+    """"mkl" on an Intel CPU, "onednn" on another with AVX-512, "openblas" on any other (see
+    the module's docstring)."""
     try:
         with open("/proc/cpuinfo") as f:
-            intel = any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+            info = f.read(1 << 16)
     except OSError:
-        intel = False
-    return "mkl" if intel else "openblas"
+        return "openblas"
+    if "GenuineIntel" in info:
+        return "mkl"
+    return "onednn" if " avx512f " in info else "openblas"
+
+
+def _onednn() -> dict | None:
+    """The addresses ``Blas`` keeps of the ``onednn-cpu-gomp`` package, None without it."""
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for path in sorted(str(f.locate()) for f in files if f.name.startswith("libdnnl.so")):
+        try:
+            lib = ctypes.CDLL(path)
+            omp = ctypes.CDLL("libgomp.so.1")  # the runtime libdnnl links, loaded with it
+            return {"rows_sgemm": _address(lib.dnnl_sgemm),
+                    "omp_set": _address(omp.omp_set_num_threads),
+                    "omp_get": _address(omp.omp_get_max_threads)}
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _mkl() -> Blas | None:

@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
 
 from tgraph.codegen.blas import bind, one_thread
 from tgraph.parallel import CompiledJob, cores, data_address, split
@@ -66,7 +68,14 @@ def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 
 # A split GEMM's part is a CompiledJob: a C function of (lo, hi, int64 *args) that a worker
 # thread calls without taking the GIL. Both read the same header of args:
-_KIND, _A, _B, _C, _M, _N, _K, _FLAG_B, _FLAG_A, _LD_B, _LD_A, _ONE, _ITEMSIZE = range(13)
+(_KIND, _A, _B, _C, _M, _N, _K, _FLAG_B, _FLAG_A, _LD_B, _LD_A, _ONE, _ITEMSIZE, _ROWS_AT,
+ _OMP_SET, _OMP_GET, _HEADER) = range(17)
+#: the kind of a float32 GEMM through oneDNN's row-major ``dnnl_sgemm`` (blas.py)
+_ROWS = ord("r")
+#: units (of _BLOCK) in each part of a oneDNN GEMM at least: oneDNN blocks the dot products
+#: differently when the rows or columns it is given number fewer than ~112 (K 1024, here),
+#: so narrower parts would change bits with where a split cuts
+_ROWS_LEAST = 8
 _JOB_SIGNATURE = types.void(types.int64, types.int64, types.CPointer(types.int64))
 #: alpha and beta, [1, 0] in each dtype, alive as long as the module (parts read them by
 #: address), and that address (``ndarray.ctypes`` takes ~2 µs a call)
@@ -78,9 +87,67 @@ def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
             read_a: tuple[int, int], read_b: tuple[int, int]) -> list:
     """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
     leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
-    kind = ord("d" if a.dtype == np.float64 else "s")
+    blas = bind()
+    kind = ord("d") if a.dtype == np.float64 else _ROWS if blas.rows_sgemm else ord("s")
     return [kind, data_address(a), data_address(b), data_address(c), m, n, k, read_b[0],
-            read_a[0], read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize]
+            read_a[0], read_b[1], read_a[1], _ONE_ZERO_AT[a.dtype], a.itemsize,
+            blas.rows_sgemm, blas.omp_set, blas.omp_get]
+
+
+@intrinsic
+def _call_rows(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    """``dnnl_sgemm`` at ``address``: row-major c = op(a)·op(b), alpha 1 and beta 0."""
+    def codegen(context, builder, signature, values):
+        i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+        ptr = f32.as_pointer()
+        fnty = ir.FunctionType(i32, [i8, i8, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr,
+                                     i64])
+        fn = builder.inttoptr(values[0], fnty.as_pointer())
+        at = [builder.inttoptr(values[i], ptr) for i in (6, 8, 10)]
+        builder.call(fn, [builder.trunc(values[1], i8), builder.trunc(values[2], i8), *values[3:6],
+                          ir.Constant(f32, 1.0), at[0], values[7], at[1], values[9],
+                          ir.Constant(f32, 0.0), at[2], values[11]])
+        return context.get_dummy_value()
+
+    return types.void(*[types.int64] * 12), codegen
+
+
+@intrinsic
+def _set_int(typingctx, address, value):
+    """The C function ``void f(int)`` at ``address``."""
+    def codegen(context, builder, signature, values):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
+        fn = builder.inttoptr(values[0], fnty.as_pointer())
+        builder.call(fn, [builder.trunc(values[1], ir.IntType(32))])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _get_int(typingctx, address):
+    """The C function ``int f(void)`` at ``address``."""
+    def codegen(context, builder, signature, values):
+        fn = builder.inttoptr(values[0], ir.FunctionType(ir.IntType(32), []).as_pointer())
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+    return types.int64(types.int64), codegen
+
+
+@njit(nogil=True, cache=True)
+def _gemm(args, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, scratch):
+    """Column-major c (m×n) = op(a)·op(b) by the header's BLAS. oneDNN's row-major call
+    computes cᵀ = op(b)ᵀ·op(a)ᵀ on as many threads as the calling thread's OpenMP count: one
+    here (the worker never runs Python to set it), and the count put back after, as another
+    library sharing the OpenMP runtime (PyTorch's build links the same libgomp) set it."""
+    if args[_KIND] == _ROWS:
+        threads = _get_int(args[_OMP_GET])
+        _set_int(args[_OMP_SET], 1)
+        _call_rows(args[_ROWS_AT], transb, transa, n, m, k, b, ldb, a, lda, c, ldc)
+        _set_int(args[_OMP_SET], threads)
+    else:
+        blas_gemm(args[_KIND], transa, transb, m, n, k, args[_ONE], a, lda, b, ldb,
+                  args[_ONE] + args[_ITEMSIZE], c, ldc, scratch)
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
@@ -88,15 +155,15 @@ def _products(lo, hi, argp):
     """Row-major c[i] (m×n, contiguous) = A_i @ B_i for i in lo..hi, as the column-major GEMM
     c[i]ᵀ = B_iᵀ·A_iᵀ. After the header: a count, then each product's byte offset into a,
     then into b."""
-    count = carray(argp, (_ITEMSIZE + 2,))[_ITEMSIZE + 1]
-    args = carray(argp, (_ITEMSIZE + 2 + 2 * count,))
-    a_off, b_off = _ITEMSIZE + 2, _ITEMSIZE + 2 + count
-    m, n, itemsize, one = args[_M], args[_N], args[_ITEMSIZE], args[_ONE]
+    count = carray(argp, (_HEADER + 1,))[_HEADER]
+    args = carray(argp, (_HEADER + 1 + 2 * count,))
+    a_off, b_off = _HEADER + 1, _HEADER + 1 + count
+    m, n, itemsize = args[_M], args[_N], args[_ITEMSIZE]
     scratch = np.empty(8, np.int64)
     for i in range(lo, hi):
-        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], n, m, args[_K], one,
-                  args[_B] + args[b_off + i], args[_LD_B], args[_A] + args[a_off + i],
-                  args[_LD_A], one + itemsize, args[_C] + i * m * n * itemsize, n, scratch)
+        _gemm(args, args[_FLAG_B], args[_FLAG_A], n, m, args[_K], args[_B] + args[b_off + i],
+              args[_LD_B], args[_A] + args[a_off + i], args[_LD_A],
+              args[_C] + i * m * n * itemsize, n, scratch)
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
@@ -104,19 +171,17 @@ def _block(lo, hi, argp):
     """Units lo..hi (of _BLOCK rows, or columns) of row-major c (m×n) = A @ B. After the
     header: 1 to split rows (0: columns), the bytes from one row of A, and from one column
     of B, to the next."""
-    args = carray(argp, (_ITEMSIZE + 4,))
-    m, n, itemsize, one = args[_M], args[_N], args[_ITEMSIZE], args[_ONE]
-    by_rows, step_a, step_b = args[_ITEMSIZE + 1], args[_ITEMSIZE + 2], args[_ITEMSIZE + 3]
+    args = carray(argp, (_HEADER + 3,))
+    m, n, itemsize = args[_M], args[_N], args[_ITEMSIZE]
+    by_rows, step_a, step_b = args[_HEADER], args[_HEADER + 1], args[_HEADER + 2]
     lo, hi = lo * _BLOCK, min(hi * _BLOCK, m if by_rows else n)
     scratch = np.empty(8, np.int64)
     if by_rows:
-        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], n, hi - lo, args[_K], one,
-                  args[_B], args[_LD_B], args[_A] + lo * step_a, args[_LD_A], one + itemsize,
-                  args[_C] + lo * n * itemsize, n, scratch)
+        _gemm(args, args[_FLAG_B], args[_FLAG_A], n, hi - lo, args[_K], args[_B], args[_LD_B],
+              args[_A] + lo * step_a, args[_LD_A], args[_C] + lo * n * itemsize, n, scratch)
     else:
-        blas_gemm(args[_KIND], args[_FLAG_B], args[_FLAG_A], hi - lo, m, args[_K], one,
-                  args[_B] + lo * step_b, args[_LD_B], args[_A], args[_LD_A], one + itemsize,
-                  args[_C] + lo * itemsize, n, scratch)
+        _gemm(args, args[_FLAG_B], args[_FLAG_A], hi - lo, m, args[_K], args[_B] + lo * step_b,
+              args[_LD_B], args[_A], args[_LD_A], args[_C] + lo * itemsize, n, scratch)
 
 
 def _operand(x: np.ndarray) -> tuple[int, int] | None:
@@ -159,13 +224,13 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     known = _SPLITS.get(key)
     if known is None:
         return _first(a, b, out, key)
-    job, units, work, shape = known
+    job, units, work, least, shape = known
     if out is None:  # owns its memory: the executor may write a later result into it
         out = np.empty(shape, a.dtype)
     args = job.args.copy()
     args[_C] = data_address(out)
     with one_thread():
-        split(CompiledJob(job.address, args), units, work, min_work=SPLIT_MIN)
+        split(CompiledJob(job.address, args), units, work, min_work=SPLIT_MIN, least=least)
     return out
 
 
@@ -190,7 +255,8 @@ def _first(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, key: tuple
         if len(_SPLITS) >= _SPLITS_MAX:
             _SPLITS.clear()
         _SPLITS[key] = (*parts, out.shape)
-        split(*parts, min_work=SPLIT_MIN)
+        job, units, work, least = parts
+        split(job, units, work, min_work=SPLIT_MIN, least=least)
         return out
 
 
@@ -203,8 +269,8 @@ def batch_offsets(lead: tuple, *strides: tuple) -> np.ndarray:
 
 
 def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple | None:
-    """``split``'s (job, units, work) for out (contiguous) = a @ b over the cores; None when
-    an operand has no contiguous axis."""
+    """``split``'s (job, units, work, least) for out (contiguous) = a @ b over the cores; None
+    when an operand has no contiguous axis."""
     read_a, read_b = _operand(a), _operand(b)
     if read_a is None or read_b is None:
         return None
@@ -212,9 +278,10 @@ def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple | None:
     row_a = read_a[1] if read_a[0] == ord("N") else 1  # elements from one row of A to the next
     col_b = 1 if read_b[0] == ord("N") else read_b[1]
     by_rows = m >= n
-    job = CompiledJob(_block.address, _header(a, b, out, m, n, k, read_a, read_b)
-                      + [by_rows, row_a * a.itemsize, col_b * a.itemsize])
-    return job, -(-(m if by_rows else n) // _BLOCK), m * n * k
+    header = _header(a, b, out, m, n, k, read_a, read_b)
+    job = CompiledJob(_block.address, header + [by_rows, row_a * a.itemsize, col_b * a.itemsize])
+    least = _ROWS_LEAST if header[_KIND] == _ROWS else 1
+    return job, -(-(m if by_rows else n) // _BLOCK), m * n * k, least
 
 
 def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
@@ -228,7 +295,8 @@ def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
     out = np.empty(lead + (m, n), a.dtype) if out is None else out
     if count < cores() and m * n * k >= SPLIT_MIN:  # too few products to share: split each
         for i in np.ndindex(lead):
-            split(*_one(a[i], b[i], out[i]), min_work=SPLIT_MIN)
+            job, units, work, least = _one(a[i], b[i], out[i])
+            split(job, units, work, min_work=SPLIT_MIN, least=least)
         return out
     job = CompiledJob(_products.address, np.concatenate([
         _header(a, b, out, m, n, k, read_a, read_b), [count],
