@@ -39,7 +39,7 @@ test: bootstrap
 # NumPy without its AVX2 (x86-64-v3) dispatch, one BLAS/OpenMP thread. A tolerance tied to the
 # host fails here before it fails on CI's machine.
 MATRIX := "" "ATEN_CPU_CAPABILITY=default" "NPY_DISABLE_CPU_FEATURES=X86_V3" \
-	"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1"
+	"OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1" "TGRAPH_BLAS=openblas"
 test-matrix: bootstrap
 	@for e in $(MATRIX); do echo "== make test with $${e:-the default environment}"; \
 	  env $$e $(BIN)/python -m pytest -q -x -n 2 -p no:cacheprovider tests || exit 1; done

@@ -184,7 +184,8 @@ def step_memory_mb(config: str) -> dict[str, float]:
 
 
 def pipeline_seconds() -> list[tuple[float, float]]:
-    """(passes, kernels) seconds of the -O2 gpt2-small forward+backward, cold then warm."""
+    """(passes, kernels) seconds of the -O2 gpt2-small forward+backward, cold then warm, in
+    a fresh process each."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TGRAPH_CACHE_DIR": cache}
         out = []
@@ -195,11 +196,25 @@ def pipeline_seconds() -> list[tuple[float, float]]:
         return out
 
 
+def pipeline_line(runs: int) -> str:
+    """The pipeline's times over ``runs`` cold caches: medians, and each run's total. One run
+    is one sample of a host whose speed moves by a third over minutes."""
+    times = [pipeline_seconds() for _ in range(runs)]
+    (cold_p, cold_k), (warm_p, warm_k) = (
+        tuple(statistics.median(t[side][i] for t in times) for i in (0, 1)) for side in (0, 1))
+    each = ", ".join(f"{sum(t[0]):.2f}/{sum(t[1]):.2f}" for t in times)
+    return (f"-O2 pipeline, gpt2-small forward+backward, median of {runs}: passes {cold_p:.2f} s"
+            f" + kernels {cold_k:.2f} s cold cache; passes {warm_p:.2f} s + kernels "
+            f"{warm_k:.2f} s warm (cold/warm totals: {each})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="M")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--pipeline-runs", type=int, default=3,
+                        help="cold and warm pipeline runs, each on a fresh cache")
     parser.add_argument("--pause", type=float, default=PAUSE,
                         help="seconds of idle machine before each side's untimed and timed run "
                         "(default %(default)s)")
@@ -257,9 +272,7 @@ def main() -> None:
             print(f"split-heads graph at -O2 / batched build at -O2 (forward, "
                   f"{3 * args.rounds} rounds): {ratio(m['split -O2'], m['batched -O2'])}")
     if not args.no_pipeline:
-        (cold_p, cold_k), (warm_p, warm_k) = pipeline_seconds()
-        print(f"-O2 pipeline, gpt2-small forward+backward: passes {cold_p:.2f} s + kernels "
-              f"{cold_k:.2f} s cold cache; passes {warm_p:.2f} s + kernels {warm_k:.2f} s warm")
+        print(pipeline_line(args.pipeline_runs))
 
 
 if __name__ == "__main__":
