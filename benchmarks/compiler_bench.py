@@ -184,12 +184,14 @@ def step_memory_mb(config: str) -> dict[str, float]:
 
 
 def pipeline_seconds() -> list[tuple[float, float]]:
-    """(passes, kernels) seconds of the -O2 gpt2-small forward+backward, cold then warm, in
-    a fresh process each."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "TGRAPH_CACHE_DIR": cache}
+    """(passes, kernels) seconds of the -O2 gpt2-small forward+backward in a fresh process
+    each: as first run after installing (Numba's cache of tgraph's own compiled runtime,
+    its threads' loops and GEMM parts, empty too), with tgraph's kernel cache cold, warm."""
+    with tempfile.TemporaryDirectory() as runtime, tempfile.TemporaryDirectory() as first, \
+            tempfile.TemporaryDirectory() as kernels:
         out = []
-        for _ in range(2):
+        for cache in (first, kernels, kernels):
+            env = {**os.environ, "NUMBA_CACHE_DIR": runtime, "TGRAPH_CACHE_DIR": cache}
             res = subprocess.run([sys.executable, "-c", PIPELINE], env=env, check=True,
                                  capture_output=True, text=True)
             out.append(tuple(map(float, res.stdout.split())))
@@ -197,15 +199,17 @@ def pipeline_seconds() -> list[tuple[float, float]]:
 
 
 def pipeline_line(runs: int) -> str:
-    """The pipeline's times over ``runs`` cold caches: medians, and each run's total. One run
-    is one sample of a host whose speed moves by a third over minutes."""
+    """The pipeline's times over ``runs`` fresh caches: medians, and each run's totals. One
+    run is one sample of a host whose speed moves by a third over minutes."""
     times = [pipeline_seconds() for _ in range(runs)]
     (cold_p, cold_k), (warm_p, warm_k) = (
-        tuple(statistics.median(t[side][i] for t in times) for i in (0, 1)) for side in (0, 1))
-    each = ", ".join(f"{sum(t[0]):.2f}/{sum(t[1]):.2f}" for t in times)
+        [statistics.median(t[case][i] for t in times) for i in (0, 1)] for case in (1, 2))
+    first = statistics.median(sum(t[0]) for t in times)
+    each = ", ".join("/".join(f"{sum(case):.2f}" for case in t) for t in times)
     return (f"-O2 pipeline, gpt2-small forward+backward, median of {runs}: passes {cold_p:.2f} s"
             f" + kernels {cold_k:.2f} s cold cache; passes {warm_p:.2f} s + kernels "
-            f"{warm_k:.2f} s warm (cold/warm totals: {each})")
+            f"{warm_k:.2f} s warm; {first:.2f} s in all as first run after installing "
+            f"(totals first/cold/warm: {each})")
 
 
 def main() -> None:
