@@ -17,11 +17,11 @@ set before NumPy loaded), so one of two cores stayed busy through every fused ke
 followed, and each of those ran at half speed (GPT config M forward: 67 ms so, 57 ms with
 the spin cut short). Here one pool of threads does all the work.
 
-The GEMM is the BLAS that ``blas.py`` binds (MKL when installed, else NumPy's OpenBLAS), on
-one thread, called by address from compiled parts (``parallel.CompiledJob``) that a worker
-thread runs without ever taking the GIL. Each output element is the
-BLAS's dot product over K whatever the split, so the result does not depend on the number
-of cores.
+The GEMM is the BLAS that ``blas.py`` picks (MKL, oneDNN's float32 GEMM, or NumPy's
+OpenBLAS), on one thread, called by address from compiled parts (``parallel.CompiledJob``)
+that a worker thread runs without ever taking the GIL. Each output element is the BLAS's dot
+product over K whatever the split (oneDNN's parts kept wide enough for that,
+``_ROWS_LEAST``), so the result does not depend on the number of cores.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ _ONE_ZERO_AT = {t: a.ctypes.data for t, a in _ONE_ZERO.items()}
 
 def _header(a: np.ndarray, b: np.ndarray, c: np.ndarray, m: int, n: int, k: int,
             read_a: tuple[int, int], read_b: tuple[int, int]) -> list:
-    """The header: dtype code, the three addresses, sizes, B's then A's transpose letter and
-    leading dimension (as the column-major GEMM reads them), where [1, 0] lies."""
+    """The header: the kind (a dtype code, or _ROWS), the three addresses, sizes, B's then A's
+    transpose letter and leading dimension (as the column-major GEMM reads them), where
+    [1, 0] lies, the itemsize, and oneDNN's three functions (0 without it)."""
     blas = bind()
     kind = ord("d") if a.dtype == np.float64 else _ROWS if blas.rows_sgemm else ord("s")
     return [kind, data_address(a), data_address(b), data_address(c), m, n, k, read_b[0],
