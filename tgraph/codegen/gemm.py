@@ -151,38 +151,41 @@ def _gemm(args, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, scratch):
                   args[_ONE] + args[_ITEMSIZE], c, ldc, scratch)
 
 
-@cfunc(_JOB_SIGNATURE, cache=True)
-def _products(lo, hi, argp):
-    """Row-major c[i] (m×n, contiguous) = A_i @ B_i for i in lo..hi, as the column-major GEMM
-    c[i]ᵀ = B_iᵀ·A_iᵀ. After the header: a count, then each product's byte offset into a,
-    then into b."""
-    count = carray(argp, (_HEADER + 1,))[_HEADER]
-    args = carray(argp, (_HEADER + 1 + 2 * count,))
-    a_off, b_off = _HEADER + 1, _HEADER + 1 + count
-    m, n, itemsize = args[_M], args[_N], args[_ITEMSIZE]
-    scratch = np.empty(8, np.int64)
-    for i in range(lo, hi):
-        _gemm(args, args[_FLAG_B], args[_FLAG_A], n, m, args[_K], args[_B] + args[b_off + i],
-              args[_LD_B], args[_A] + args[a_off + i], args[_LD_A],
-              args[_C] + i * m * n * itemsize, n, scratch)
+#: what a job's part computes (the header's word after _HEADER): units of one product's
+#: columns or rows, or whole products of a batch
+_COLUMNS, _ROWS_OF_ONE, _BATCH = 0, 1, 2
 
 
 @cfunc(_JOB_SIGNATURE, cache=True)
-def _block(lo, hi, argp):
-    """Units lo..hi (of _BLOCK rows, or columns) of row-major c (m×n) = A @ B. After the
-    header: 1 to split rows (0: columns), the bytes from one row of A, and from one column
-    of B, to the next."""
-    args = carray(argp, (_HEADER + 3,))
-    m, n, itemsize = args[_M], args[_N], args[_ITEMSIZE]
-    by_rows, step_a, step_b = args[_HEADER], args[_HEADER + 1], args[_HEADER + 2]
-    lo, hi = lo * _BLOCK, min(hi * _BLOCK, m if by_rows else n)
+def _part(lo, hi, argp):
+    """Part lo..hi of a GEMM job, one C function for both kinds (one compile):
+
+    - _ROWS_OF_ONE or _COLUMNS: units lo..hi (of _BLOCK rows, or columns) of row-major c
+      (m×n) = A @ B; after the kind, the bytes from one row of A, and from one column of
+      B, to the next;
+    - _BATCH: row-major c[i] (m×n, contiguous) = A_i @ B_i for i in lo..hi, as the
+      column-major GEMM c[i]ᵀ = B_iᵀ·A_iᵀ; after the kind, a count, then each product's
+      byte offset into a, then into b."""
+    head = carray(argp, (_HEADER + 3,))
+    m, n, itemsize, kind = head[_M], head[_N], head[_ITEMSIZE], head[_HEADER]
     scratch = np.empty(8, np.int64)
-    if by_rows:
-        _gemm(args, args[_FLAG_B], args[_FLAG_A], n, hi - lo, args[_K], args[_B], args[_LD_B],
-              args[_A] + lo * step_a, args[_LD_A], args[_C] + lo * n * itemsize, n, scratch)
+    if kind == _BATCH:
+        count = head[_HEADER + 1]
+        args = carray(argp, (_HEADER + 2 + 2 * count,))
+        a_off, b_off = _HEADER + 2, _HEADER + 2 + count
+        for i in range(lo, hi):
+            _gemm(args, args[_FLAG_B], args[_FLAG_A], n, m, args[_K], args[_B] + args[b_off + i],
+                  args[_LD_B], args[_A] + args[a_off + i], args[_LD_A],
+                  args[_C] + i * m * n * itemsize, n, scratch)
+        return
+    step_a, step_b = head[_HEADER + 1], head[_HEADER + 2]
+    lo, hi = lo * _BLOCK, min(hi * _BLOCK, m if kind == _ROWS_OF_ONE else n)
+    if kind == _ROWS_OF_ONE:
+        _gemm(head, head[_FLAG_B], head[_FLAG_A], n, hi - lo, head[_K], head[_B], head[_LD_B],
+              head[_A] + lo * step_a, head[_LD_A], head[_C] + lo * n * itemsize, n, scratch)
     else:
-        _gemm(args, args[_FLAG_B], args[_FLAG_A], hi - lo, m, args[_K], args[_B] + lo * step_b,
-              args[_LD_B], args[_A], args[_LD_A], args[_C] + lo * itemsize, n, scratch)
+        _gemm(head, head[_FLAG_B], head[_FLAG_A], hi - lo, m, head[_K], head[_B] + lo * step_b,
+              head[_LD_B], head[_A], head[_LD_A], head[_C] + lo * itemsize, n, scratch)
 
 
 def _operand(x: np.ndarray) -> tuple[int, int] | None:
@@ -280,7 +283,8 @@ def _one(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple | None:
     col_b = 1 if read_b[0] == ord("N") else read_b[1]
     by_rows = m >= n
     header = _header(a, b, out, m, n, k, read_a, read_b)
-    job = CompiledJob(_block.address, header + [by_rows, row_a * a.itemsize, col_b * a.itemsize])
+    job = CompiledJob(_part.address, header + [_ROWS_OF_ONE if by_rows else _COLUMNS,
+                                                row_a * a.itemsize, col_b * a.itemsize])
     least = _ROWS_LEAST if header[_KIND] == _ROWS else 1
     return job, -(-(m if by_rows else n) // _BLOCK), m * n * k, least
 
@@ -299,8 +303,8 @@ def _batch(a: np.ndarray, b: np.ndarray, lead: tuple, out: np.ndarray | None
             job, units, work, least = _one(a[i], b[i], out[i])
             split(job, units, work, min_work=SPLIT_MIN, least=least)
         return out
-    job = CompiledJob(_products.address, np.concatenate([
-        _header(a, b, out, m, n, k, read_a, read_b), [count],
+    job = CompiledJob(_part.address, np.concatenate([
+        _header(a, b, out, m, n, k, read_a, read_b), [_BATCH, count],
         batch_offsets(lead, a.strides, b.strides).ravel()]))
     split(job, count, count * m * n * k, min_work=SPLIT_MIN)
     return out
