@@ -69,7 +69,8 @@ _BODY = '''def kernel(lo, hi, q: int, k: int, v: int, out: int, offsets: "int64 
     part = take_slot(slots)
     scores, local, kt, scratch = squares[part, 0], squares[part, 1], panels[part, 0], \
         scratches[part]
-    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
+    one = np.int64(one_zero.ctypes.data)  # signed: uint64 + int64 would be a float64
+    zero = one + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
     for i in range(lo, hi):
@@ -107,7 +108,8 @@ _GRAD_TEMPLATE = '''def kernel(lo, hi, q: int, k: int, v: int, g: int, dq: int, 
     part = take_slot(slots)
     scores, local, scratch = squares[part, 0], squares[part, 1], scratches[part]
     kt, vt = panels[part, 0], panels[part, 1]
-    one, zero = one_zero.ctypes.data, one_zero.ctypes.data + one_zero.itemsize
+    one = np.int64(one_zero.ctypes.data)  # signed: uint64 + int64 would be a float64
+    zero = one + one_zero.itemsize
     itemsize = one_zero.itemsize
     step = block if causal else t
     for i in range(lo, hi):

@@ -50,7 +50,12 @@ _DGEMM = types.ExternalFunction("tgraph_dgemm", types.void(*[_WORD] * 13))
 bind()  # the symbols bound before any loop below (or attention's) is compiled or loaded
 
 
-@njit(nogil=True, cache=True)
+#: blas_gemm's one signature: callers' literals and unsigned addresses are cast to it, where
+#: each combination of them compiled a variant of its own (five for attention's calls)
+_BLAS_GEMM = types.void(*[types.int64] * 14, types.int64[::1])
+
+
+@njit(_BLAS_GEMM, nogil=True, cache=True)
 def blas_gemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch):
     """Column-major c (m×n) = op(a)·op(b): kind ord('s') or ord('d'), trans letters as codes,
     a, b, c, alpha, beta as addresses; scratch: an int64[8] the call's integers go through
