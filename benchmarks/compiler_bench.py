@@ -218,7 +218,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-pipeline", action="store_true")
     parser.add_argument("--pipeline-runs", type=int, default=3,
-                        help="cold and warm pipeline runs, each on a fresh cache")
+                        help="pipeline samples (first run after installing, cold, warm), each on "
+                        "fresh caches")
     parser.add_argument("--pause", type=float, default=PAUSE,
                         help="seconds of idle machine before each side's untimed and timed run "
                         "(default %(default)s)")

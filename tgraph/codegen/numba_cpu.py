@@ -326,10 +326,6 @@ class FusedKernel:
         """The canonical form of that loop: its module's name and cache key."""
         return canonical(self.attrs, self.static_kinds(), self.ndim, self.mode, self.names)
 
-    def cached(self) -> bool:
-        """Whether that loop's module is in the disk cache already."""
-        return is_cached(self.key())
-
     def preload(self) -> None:
         """Compile (or load from the disk cache) the loop for the way the node's types say
         its inputs will be read: the first run then pays nothing."""
